@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh machine, from package registries only:
+#   - Debian packages for building (C toolchain pieces used by -sys crates);
+#   - the ONNX Runtime shared library, taken from the PyPI wheel onnxruntime==1.32.0, into .cache/onnxruntime/;
+#   - a Python venv (.cache/venv) with numpy and pyarrow, used by tests to read our outputs as Python users do;
+#   - s3s-fs 0.14.1 (a real S3 server, SigV4) built from crates.io, for the s3:// tests.
+# Slow artefacts are cached outside the repository (~/.cache/clip-retrieval) and copied in when present.
+# Idempotent: a second run takes seconds.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${CLIP_RETRIEVAL_CACHE:-$HOME/.cache/clip-retrieval}"
+ORT_VERSION=1.32.0
+ORT_LIB="libonnxruntime.so.$ORT_VERSION"
+S3S_VERSION=0.14.1
+mkdir -p "$CACHE" "$ROOT/.cache"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+install_ort() {
+  local dest="$ROOT/.cache/onnxruntime/$ORT_LIB"
+  [ -f "$dest" ] && return
+  if [ ! -f "$CACHE/onnxruntime/$ORT_LIB" ]; then
+    log "fetching onnxruntime==$ORT_VERSION wheel from PyPI"
+    local tmp; tmp="$(mktemp -d)"
+    python3 -m pip download -q --no-deps --only-binary=:all: "onnxruntime==$ORT_VERSION" -d "$tmp"
+    mkdir -p "$CACHE/onnxruntime"
+    python3 - "$tmp" "$CACHE/onnxruntime" "$ORT_LIB" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/onnxruntime-*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("capi/" + sys.argv[3]))
+    open(sys.argv[2] + "/" + sys.argv[3], "wb").write(z.read(name))
+PY
+    rm -rf "$tmp"
+  fi
+  mkdir -p "$ROOT/.cache/onnxruntime"
+  cp "$CACHE/onnxruntime/$ORT_LIB" "$dest"
+  log "ONNX Runtime library: $dest"
+}
+
+install_venv() {
+  local venv="$ROOT/.cache/venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import numpy, pyarrow" 2>/dev/null; then
+    log "creating $venv (numpy, pyarrow)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q numpy pyarrow
+  fi
+}
+
+install_s3s() {
+  local bin="$CACHE/tools/bin/s3s-fs"
+  if [ ! -x "$bin" ]; then
+    log "building s3s-fs $S3S_VERSION from crates.io (about 3 minutes, cached in $CACHE/tools)"
+    cargo install -q --locked s3s-fs --version "$S3S_VERSION" --features binary --root "$CACHE/tools"
+  fi
+  mkdir -p "$ROOT/.cache/bin"
+  ln -sf "$bin" "$ROOT/.cache/bin/s3s-fs"
+}
+
+apt_install pkg-config python3-venv
+install_ort
+install_venv
+install_s3s
+log "done"

@@ -1,0 +1,508 @@
+//! Dataset readers: a folder of files, webdataset tar shards, or img2dataset parquet; split into partitions.
+//!
+//! Partitioning follows clip-retrieval: the sorted input units (sample keys for `files`, shards or parquet files
+//! otherwise) are dealt round-robin, unit `i` going to partition `i % count`. The plan is a pure function of the
+//! input listing, so a rerun (resume) or another worker computes the same partitions.
+
+use crate::braces::brace_expand;
+use crate::error::{DataError, Result};
+use crate::storage::{self, Location};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Image extensions read from `files` datasets (any case).
+pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
+
+/// Dataset layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// A folder (recursive) of images with same-name `.txt` captions and `.json` metadata.
+    Files,
+    /// Tar shards of `key.ext` members.
+    Webdataset,
+    /// Parquet files with an image bytes column (img2dataset's output).
+    Parquet,
+}
+
+impl std::str::FromStr for InputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "files" => Ok(Self::Files),
+            "webdataset" => Ok(Self::Webdataset),
+            "parquet" => Ok(Self::Parquet),
+            _ => Err(format!("unknown input format {s:?}: expected files, webdataset or parquet")),
+        }
+    }
+}
+
+/// What to read from each sample.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Read image bytes.
+    pub enable_image: bool,
+    /// Read captions.
+    pub enable_text: bool,
+    /// Read metadata (json files, json tar members, other parquet columns).
+    pub enable_metadata: bool,
+    /// Member extension (webdataset) or column (parquet) of the image.
+    pub image_key: String,
+    /// Member extension (webdataset) or column (parquet) of the caption.
+    pub caption_key: String,
+}
+
+/// One sample as read, before decoding.
+#[derive(Debug, Clone, Default)]
+pub struct RawSample {
+    /// Where the image came from: its path (files), its key (webdataset), its url or key (parquet).
+    pub image_path: String,
+    /// Encoded image bytes.
+    pub image: Option<Vec<u8>>,
+    /// Caption text.
+    pub caption: Option<String>,
+    /// Metadata object.
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// An input that could not be used; the run goes on without it.
+#[derive(Debug, Clone)]
+pub struct SkippedInput {
+    /// The file, member or row.
+    pub input: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a reader yields.
+#[derive(Debug)]
+pub enum ReadEvent {
+    /// A sample to process.
+    Sample(RawSample),
+    /// An input that was skipped.
+    Skipped(SkippedInput),
+}
+
+/// The unit of partitioning.
+#[derive(Debug, Clone)]
+pub enum InputUnit {
+    /// One sample of a `files` dataset.
+    FileSample {
+        /// Relative path without extension.
+        key: String,
+        /// The image file.
+        image: Option<Location>,
+        /// The caption file.
+        text: Option<Location>,
+        /// The metadata file.
+        json: Option<Location>,
+    },
+    /// A tar shard.
+    Shard(Location),
+    /// A parquet file.
+    ParquetFile(Location),
+}
+
+/// All units of a dataset, and what it turned out to contain.
+#[derive(Debug, Clone)]
+pub struct DatasetPlan {
+    /// The layout.
+    pub format: InputFormat,
+    /// Sorted units.
+    pub units: Vec<InputUnit>,
+    /// Options, with text/metadata switched off when a `files` dataset has none (as clip-retrieval does).
+    pub options: ReadOptions,
+}
+
+impl DatasetPlan {
+    /// Lists the dataset. `subset_size` keeps only the first keys of a `files` dataset.
+    pub fn discover(input: &str, format: InputFormat, mut options: ReadOptions, subset_size: Option<usize>) -> Result<Self> {
+        let units = match format {
+            InputFormat::Files => {
+                let (units, has_text, has_json) = list_files_dataset(&Location::parse(input), &options)?;
+                options.enable_text &= has_text;
+                options.enable_metadata &= has_json;
+                match subset_size {
+                    Some(n) => units.into_iter().take(n).collect(),
+                    None => units,
+                }
+            }
+            InputFormat::Webdataset => list_containers(input, "tar")?.into_iter().map(InputUnit::Shard).collect(),
+            InputFormat::Parquet => list_containers(input, "parquet")?.into_iter().map(InputUnit::ParquetFile).collect(),
+        };
+        if units.is_empty() {
+            let what = match format {
+                InputFormat::Files if options.enable_image => "no image files (jpg, jpeg, png, webp, bmp)",
+                InputFormat::Files => "no caption files",
+                InputFormat::Webdataset => "no .tar shards",
+                InputFormat::Parquet => "no .parquet files",
+            };
+            return Err(DataError::Empty { path: input.to_string(), reason: format!("the input dataset has {what}") });
+        }
+        Ok(Self { format, units, options })
+    }
+
+    /// The number of partitions clip-retrieval would choose: one per `write_batch_size` samples (files), or per
+    /// `write_batch_size / samples_per_container` containers, never more partitions than units.
+    pub fn default_partition_count(&self, write_batch_size: usize, samples_per_container: usize) -> usize {
+        let samples = match self.format {
+            InputFormat::Files => self.units.len(),
+            _ => self.units.len() * samples_per_container,
+        };
+        samples.div_ceil(write_batch_size.max(1)).clamp(1, self.units.len())
+    }
+
+    /// The units of partition `id` out of `count`.
+    pub fn partition(&self, id: usize, count: usize) -> Vec<InputUnit> {
+        self.units.iter().enumerate().filter(|(i, _)| i % count == id).map(|(_, u)| u.clone()).collect()
+    }
+}
+
+fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<InputUnit>, bool, bool)> {
+    #[derive(Default)]
+    struct Parts {
+        image: Option<Location>,
+        text: Option<Location>,
+        json: Option<Location>,
+    }
+    let mut by_key: BTreeMap<String, Parts> = BTreeMap::new();
+    for file in storage::list(root)? {
+        let Some(rel) = file.relative_to(root) else { continue };
+        let Some((key, ext)) = rel.rsplit_once('.') else { continue };
+        if key.rsplit('/').next().is_some_and(|name| name.starts_with('.')) {
+            continue; // hidden and temporary files
+        }
+        let ext = ext.to_ascii_lowercase();
+        let parts = by_key.entry(key.to_string()).or_default();
+        match ext.as_str() {
+            "txt" => parts.text = Some(file),
+            "json" => parts.json = Some(file),
+            e if IMAGE_EXTENSIONS.contains(&e) => parts.image = Some(file),
+            _ => {}
+        }
+    }
+    let has_text = by_key.values().any(|p| p.text.is_some());
+    let has_json = by_key.values().any(|p| p.json.is_some());
+    let (need_text, need_json) = (options.enable_text && has_text, options.enable_metadata && has_json);
+    let units = by_key
+        .into_iter()
+        .filter(|(_, p)| {
+            (!options.enable_image || p.image.is_some())
+                && (!need_text || p.text.is_some())
+                && (!need_json || p.json.is_some())
+                && (options.enable_image || need_text)
+        })
+        .map(|(key, p)| InputUnit::FileSample { key, image: p.image, text: p.text, json: p.json })
+        .collect();
+    Ok((units, has_text, has_json))
+}
+
+/// Shards or parquet files named by a brace pattern, a single file, or a folder holding them.
+fn list_containers(input: &str, ext: &str) -> Result<Vec<Location>> {
+    if input.contains('{') {
+        return Ok(brace_expand(input).iter().map(|s| Location::parse(s)).collect());
+    }
+    let loc = Location::parse(input);
+    if loc.file_name().ends_with(&format!(".{ext}")) && storage::exists(&loc)? {
+        return Ok(vec![loc]);
+    }
+    Ok(storage::list(&loc)?.into_iter().filter(|l| l.file_name().ends_with(&format!(".{ext}"))).collect())
+}
+
+/// Reads every unit of a partition, in order, calling `emit` for each sample or skipped input.
+/// `limit` stops after that many samples. Returns early (without error) when `emit` returns false.
+pub fn read_units(units: &[InputUnit], options: &ReadOptions, limit: Option<usize>, mut emit: impl FnMut(ReadEvent) -> bool) -> Result<()> {
+    let mut count = 0usize;
+    let mut gated = |ev: ReadEvent| -> bool {
+        if let ReadEvent::Sample(_) = ev {
+            if limit.is_some_and(|l| count >= l) {
+                return false;
+            }
+            count += 1;
+        }
+        emit(ev)
+    };
+    for unit in units {
+        let go_on = match unit {
+            InputUnit::FileSample { image, text, json, .. } => gated(read_file_sample(image, text, json, options)),
+            InputUnit::Shard(loc) => read_shard(loc, options, &mut gated),
+            InputUnit::ParquetFile(loc) => read_parquet(loc, options, &mut gated),
+        };
+        if !go_on {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn skipped(input: impl std::fmt::Display, reason: impl std::fmt::Display) -> ReadEvent {
+    ReadEvent::Skipped(SkippedInput { input: input.to_string(), reason: reason.to_string() })
+}
+
+fn parse_metadata(bytes: &[u8], name: &dyn std::fmt::Display) -> std::result::Result<Map<String, Value>, ReadEvent> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(skipped(name, "metadata is not a JSON object")),
+        Err(e) => Err(skipped(name, format!("invalid metadata JSON: {e}"))),
+    }
+}
+
+fn read_file_sample(image: &Option<Location>, text: &Option<Location>, json: &Option<Location>, o: &ReadOptions) -> ReadEvent {
+    let mut sample = RawSample::default();
+    if let Some(img) = image.as_ref().filter(|_| o.enable_image) {
+        sample.image_path = img.to_string();
+        match storage::read(img) {
+            Ok(b) => sample.image = Some(b),
+            Err(e) => return skipped(img, e),
+        }
+    }
+    if let Some(t) = text.as_ref().filter(|_| o.enable_text) {
+        match storage::read(t) {
+            Ok(b) => sample.caption = Some(String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => return skipped(t, e),
+        }
+        if sample.image_path.is_empty() {
+            sample.image_path = t.to_string();
+        }
+    }
+    if let Some(j) = json.as_ref().filter(|_| o.enable_metadata) {
+        match storage::read(j).map_err(|e| skipped(j, e)).and_then(|b| parse_metadata(&b, j)) {
+            Ok(m) => sample.metadata = Some(m),
+            Err(ev) => return ev,
+        }
+    }
+    ReadEvent::Sample(sample)
+}
+
+/// Streams one tar shard, grouping consecutive members by key (the name up to the first dot of its basename).
+fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -> bool) -> bool {
+    let copy = match storage::local_copy(loc) {
+        Ok(c) => c,
+        Err(e) => return emit(skipped(loc, e)),
+    };
+    let file = match std::fs::File::open(copy.path()) {
+        Ok(f) => f,
+        Err(e) => return emit(skipped(loc, e)),
+    };
+    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, file));
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => return emit(skipped(loc, format!("not a tar file: {e}"))),
+    };
+    let mut current: Option<(String, BTreeMap<String, Vec<u8>>)> = None;
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // A truncated or corrupt tar: keep what was read, skip the rest of the shard.
+                if let Some((key, members)) = current.take() {
+                    if !emit(shard_sample(loc, key, members, o)) {
+                        return false;
+                    }
+                }
+                return emit(skipped(loc, format!("corrupt tar, rest of the shard skipped: {e}")));
+            }
+        };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let (dir, base) = path.rsplit_once('/').map(|(d, b)| (format!("{d}/"), b.to_string())).unwrap_or((String::new(), path.clone()));
+        let Some((stem, ext)) = base.split_once('.') else { continue };
+        let key = format!("{dir}{stem}");
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        if let Err(e) = std::io::Read::read_to_end(&mut entry, &mut data) {
+            if let Some((key, members)) = current.take() {
+                if !emit(shard_sample(loc, key, members, o)) {
+                    return false;
+                }
+            }
+            return emit(skipped(format!("{loc}:{path}"), format!("corrupt tar, rest of the shard skipped: {e}")));
+        }
+        if current.as_ref().is_some_and(|(k, _)| *k != key) {
+            let (k, members) = current.take().expect("checked");
+            if !emit(shard_sample(loc, k, members, o)) {
+                return false;
+            }
+        }
+        current.get_or_insert_with(|| (key, BTreeMap::new())).1.insert(ext.to_ascii_lowercase(), data);
+    }
+    match current {
+        Some((key, members)) => emit(shard_sample(loc, key, members, o)),
+        None => true,
+    }
+}
+
+fn shard_sample(loc: &Location, key: String, mut members: BTreeMap<String, Vec<u8>>, o: &ReadOptions) -> ReadEvent {
+    let name = format!("{loc}:{key}");
+    let mut sample = RawSample { image_path: key, ..Default::default() };
+    if o.enable_image {
+        match members.remove(&o.image_key) {
+            Some(b) => sample.image = Some(b),
+            None => return skipped(name, format!("no .{} member", o.image_key)),
+        }
+    }
+    if o.enable_text {
+        match members.remove(&o.caption_key) {
+            Some(b) => sample.caption = Some(String::from_utf8_lossy(&b).into_owned()),
+            None => return skipped(name, format!("no .{} member", o.caption_key)),
+        }
+    }
+    if o.enable_metadata {
+        if let Some(b) = members.remove("json") {
+            match parse_metadata(&b, &name) {
+                Ok(m) => sample.metadata = Some(m),
+                Err(ev) => return ev,
+            }
+        }
+    }
+    ReadEvent::Sample(sample)
+}
+
+/// Column names tried for the image bytes and the caption when the configured ones are absent.
+const IMAGE_COLUMNS: [&str; 5] = ["jpg", "image", "png", "webp", "image_bytes"];
+const CAPTION_COLUMNS: [&str; 3] = ["caption", "text", "txt"];
+
+fn read_parquet(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -> bool) -> bool {
+    let copy = match storage::local_copy(loc) {
+        Ok(c) => c,
+        Err(e) => return emit(skipped(loc, e)),
+    };
+    let reader = std::fs::File::open(copy.path())
+        .map_err(|e| e.to_string())
+        .and_then(|f| parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string()))
+        .and_then(|b| b.with_batch_size(256).build().map_err(|e| e.to_string()));
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => return emit(skipped(loc, format!("not a readable parquet file: {e}"))),
+    };
+    let mut row0 = 0usize;
+    for batch in reader {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => return emit(skipped(loc, format!("corrupt parquet, rest of the file skipped: {e}"))),
+        };
+        let columns = match ParquetColumns::find(&batch, o) {
+            Ok(c) => c,
+            Err(reason) => return emit(skipped(loc, reason)),
+        };
+        for row in 0..batch.num_rows() {
+            if !emit(columns.sample(&batch, row, &format!("{loc}#{}", row0 + row), o)) {
+                return false;
+            }
+        }
+        row0 += batch.num_rows();
+    }
+    true
+}
+
+struct ParquetColumns {
+    image: Option<usize>,
+    caption: Option<usize>,
+    path: Option<usize>,
+}
+
+impl ParquetColumns {
+    fn find(batch: &RecordBatch, o: &ReadOptions) -> std::result::Result<Self, String> {
+        let schema = batch.schema();
+        let pick = |preferred: &str, fallbacks: &[&str]| {
+            std::iter::once(preferred).chain(fallbacks.iter().copied()).find_map(|n| schema.index_of(n).ok())
+        };
+        let image = pick(&o.image_key, &IMAGE_COLUMNS);
+        let caption = pick(&o.caption_key, &CAPTION_COLUMNS);
+        if o.enable_image && image.is_none() {
+            return Err(format!("no image column ({} or one of {IMAGE_COLUMNS:?})", o.image_key));
+        }
+        if o.enable_text && caption.is_none() {
+            return Err(format!("no caption column ({} or one of {CAPTION_COLUMNS:?})", o.caption_key));
+        }
+        let path = ["url", "key", "image_path"].iter().find_map(|n| schema.index_of(n).ok());
+        Ok(Self { image, caption, path })
+    }
+
+    fn sample(&self, batch: &RecordBatch, row: usize, name: &str, o: &ReadOptions) -> ReadEvent {
+        let mut sample = RawSample {
+            image_path: self.path.and_then(|c| cell_string(batch.column(c).as_ref(), row)).unwrap_or_else(|| name.to_string()),
+            ..Default::default()
+        };
+        if o.enable_image {
+            match self.image.and_then(|c| cell_bytes(batch.column(c).as_ref(), row)) {
+                Some(b) => sample.image = Some(b),
+                None => return skipped(name, "null or non-binary image cell"),
+            }
+        }
+        if o.enable_text {
+            match self.caption.and_then(|c| cell_string(batch.column(c).as_ref(), row)) {
+                Some(t) => sample.caption = Some(t),
+                None => return skipped(name, "null caption"),
+            }
+        }
+        if o.enable_metadata {
+            let mut m = Map::new();
+            for (i, field) in batch.schema().fields().iter().enumerate() {
+                if Some(i) == self.image || Some(i) == self.caption {
+                    continue;
+                }
+                if let Some(v) = cell_json(batch.column(i).as_ref(), row) {
+                    m.insert(field.name().clone(), v);
+                }
+            }
+            sample.metadata = Some(m);
+        }
+        ReadEvent::Sample(sample)
+    }
+}
+
+fn cell_bytes(col: &dyn Array, row: usize) -> Option<Vec<u8>> {
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Binary => Some(col.as_binary::<i32>().value(row).to_vec()),
+        DataType::LargeBinary => Some(col.as_binary::<i64>().value(row).to_vec()),
+        DataType::BinaryView => Some(col.as_binary_view().value(row).to_vec()),
+        // Hugging Face datasets store images as struct<bytes: binary, path: string>.
+        DataType::Struct(_) => {
+            let s = col.as_struct();
+            s.column_by_name("bytes").and_then(|c| cell_bytes(c.as_ref(), row))
+        }
+        _ => None,
+    }
+}
+
+fn cell_string(col: &dyn Array, row: usize) -> Option<String> {
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Utf8 => Some(col.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Some(col.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Some(col.as_string_view().value(row).to_string()),
+        _ => None,
+    }
+}
+
+fn cell_json(col: &dyn Array, row: usize) -> Option<Value> {
+    use arrow::datatypes as t;
+    if col.is_null(row) {
+        return None;
+    }
+    if let Some(s) = cell_string(col, row) {
+        return Some(Value::String(s));
+    }
+    Some(match col.data_type() {
+        DataType::Boolean => Value::Bool(col.as_boolean().value(row)),
+        DataType::Int8 => col.as_primitive::<t::Int8Type>().value(row).into(),
+        DataType::Int16 => col.as_primitive::<t::Int16Type>().value(row).into(),
+        DataType::Int32 => col.as_primitive::<t::Int32Type>().value(row).into(),
+        DataType::Int64 => col.as_primitive::<t::Int64Type>().value(row).into(),
+        DataType::UInt8 => col.as_primitive::<t::UInt8Type>().value(row).into(),
+        DataType::UInt16 => col.as_primitive::<t::UInt16Type>().value(row).into(),
+        DataType::UInt32 => col.as_primitive::<t::UInt32Type>().value(row).into(),
+        DataType::UInt64 => col.as_primitive::<t::UInt64Type>().value(row).into(),
+        DataType::Float32 => (col.as_primitive::<t::Float32Type>().value(row) as f64).into(),
+        DataType::Float64 => col.as_primitive::<t::Float64Type>().value(row).into(),
+        _ => return None,
+    })
+}

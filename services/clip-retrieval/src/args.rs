@@ -1,0 +1,143 @@
+//! Command-line flags, named as clip-retrieval's (`--input_dataset`) with kebab-case aliases (`--input-dataset`).
+//! Booleans take a value like Python fire does (`--enable_text False`), or none (`--enable_metadata`).
+
+use clap::{Args, Parser, Subcommand};
+
+/// Compute CLIP embeddings, build indices and serve them.
+#[derive(Debug, Parser)]
+#[command(name = "clip-retrieval", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Images and captions -> embeddings (img_emb/, text_emb/) and metadata/ partitions.
+    Inference(InferenceArgs),
+    /// Render the synthetic captioned dataset (coloured shapes) as files, webdataset shards or parquet.
+    #[command(name = "sample-dataset", alias = "sample_dataset")]
+    SampleDataset(SampleDatasetArgs),
+}
+
+/// Parses Python-style booleans.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "none" => Ok(false),
+        _ => Err(format!("expected True or False, got {s:?}")),
+    }
+}
+
+/// Model selection shared by commands that embed.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model folder in the immich/OpenCLIP ONNX layout: a path or s3:// URI. Default: the shipped models/tiny-clip.
+    #[arg(long = "clip_model", alias = "clip-model")]
+    pub clip_model: Option<String>,
+    /// Where s3:// models are copied to (default ~/.cache/clip-retrieval/models).
+    #[arg(long = "clip_cache_path", alias = "clip-cache-path")]
+    pub clip_cache_path: Option<String>,
+    /// Execution provider: cpu, cuda or cuda:N (CUDA needs the onnxruntime-gpu library in ORT_DYLIB_PATH).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// ONNX Runtime threads per model (0: one per core).
+    #[arg(long = "num_threads", alias = "num-threads", default_value_t = 0)]
+    pub num_threads: usize,
+}
+
+/// `clip-retrieval inference`.
+#[derive(Debug, Args)]
+pub struct InferenceArgs {
+    /// Input: a folder, a shard pattern like "shards/{000..150}.tar", or a parquet folder; local or s3://.
+    #[arg(long = "input_dataset", alias = "input-dataset")]
+    pub input_dataset: String,
+    /// Output folder (local or s3://): img_emb/, text_emb/, metadata/, stats/.
+    #[arg(long = "output_folder", alias = "output-folder")]
+    pub output_folder: String,
+    /// files, webdataset or parquet.
+    #[arg(long = "input_format", alias = "input-format", default_value = "files")]
+    pub input_format: String,
+    /// Samples per encoder batch.
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 256)]
+    pub batch_size: usize,
+    /// Threads decoding and preprocessing images.
+    #[arg(long = "num_prepro_workers", alias = "num-prepro-workers", default_value_t = 4)]
+    pub num_prepro_workers: usize,
+    /// Compute text embeddings.
+    #[arg(long = "enable_text", alias = "enable-text", default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enable_text: bool,
+    /// Compute image embeddings.
+    #[arg(long = "enable_image", alias = "enable-image", default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enable_image: bool,
+    /// Copy metadata into metadata/*.parquet.
+    #[arg(long = "enable_metadata", alias = "enable-metadata", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enable_metadata: bool,
+    /// Samples per output partition when --output_partition_count is not given.
+    #[arg(long = "write_batch_size", alias = "write-batch-size", default_value_t = 1_000_000)]
+    pub write_batch_size: usize,
+    /// Process only this many samples.
+    #[arg(long = "subset_size", alias = "subset-size")]
+    pub subset_size: Option<usize>,
+    /// Image member extension (webdataset) or column (parquet).
+    #[arg(long = "wds_image_key", alias = "wds-image-key", default_value = "jpg")]
+    pub wds_image_key: String,
+    /// Caption member extension (webdataset) or column (parquet; falls back to caption/text).
+    #[arg(long = "wds_caption_key", alias = "wds-caption-key", default_value = "txt")]
+    pub wds_caption_key: String,
+    /// Number of output partitions.
+    #[arg(long = "output_partition_count", alias = "output-partition-count")]
+    pub output_partition_count: Option<usize>,
+    /// Estimated samples per shard or parquet file, to size partitions.
+    #[arg(long = "wds_number_file_per_input_file", alias = "wds-number-file-per-input-file", default_value_t = 10_000)]
+    pub wds_number_file_per_input_file: usize,
+    /// Compute only these partitions (comma-separated ids), e.g. one per pod.
+    #[arg(long = "partition_ids", alias = "partition-ids", value_delimiter = ',')]
+    pub partition_ids: Option<Vec<usize>>,
+    /// Embedding dtype in the npy files: float16 (clip-retrieval's) or float32.
+    #[arg(long = "embedding_dtype", alias = "embedding-dtype", default_value = "float16")]
+    pub embedding_dtype: String,
+    /// Accepted for compatibility; only "sequential" exists (partitions run in order; scale out with --partition_ids).
+    #[arg(long = "distribution_strategy", alias = "distribution-strategy", default_value = "sequential")]
+    pub distribution_strategy: String,
+    /// Accepted for compatibility and ignored (inputs are streamed, S3 objects go to temporary files).
+    #[arg(long = "cache_path", alias = "cache-path")]
+    pub cache_path: Option<String>,
+    /// Multilingual CLIP is not supported: passing True is an error.
+    #[arg(long = "use_mclip", alias = "use-mclip", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub use_mclip: bool,
+    /// Accepted for compatibility and ignored (ONNX Runtime optimises the graph itself).
+    #[arg(long = "use_jit", alias = "use-jit", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub use_jit: bool,
+    /// Model to use.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Hide the progress bar.
+    #[arg(long = "no_progress", alias = "no-progress")]
+    pub no_progress: bool,
+}
+
+/// `clip-retrieval sample-dataset`.
+#[derive(Debug, Args)]
+pub struct SampleDatasetArgs {
+    /// Where to write the dataset (local or s3://).
+    #[arg(long = "output_folder", alias = "output-folder")]
+    pub output_folder: String,
+    /// Number of samples.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Dataset seed: the same seed renders the same samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// files, webdataset or parquet.
+    #[arg(long = "output_format", alias = "output-format", default_value = "files")]
+    pub output_format: String,
+    /// Samples per tar shard or parquet file.
+    #[arg(long = "shard_size", alias = "shard-size", default_value_t = 1000)]
+    pub shard_size: usize,
+    /// First sample index (to render disjoint slices of one dataset).
+    #[arg(long, default_value_t = 0)]
+    pub start: u64,
+}

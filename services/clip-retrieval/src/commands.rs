@@ -1,0 +1,134 @@
+//! What each subcommand does: argument checks, then one call into the engine crates.
+
+use crate::args::{Cli, Command, InferenceArgs, ModelArgs, SampleDatasetArgs};
+use anyhow::{bail, Context, Result};
+use clip_data::dataset_writer::{DatasetWriter, OwnedSample};
+use clip_data::npy::NpyDtype;
+use clip_data::{InputFormat, Location};
+use clip_inference::{InferenceOptions, PartitionStats, Progress};
+use clip_model::{ClipModel, ExecutionDevice, SessionOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Dispatches a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inference(a) => inference(a),
+        Command::SampleDataset(a) => sample_dataset(a),
+    }
+}
+
+/// Loads the model named by the flags.
+pub fn load_model(m: &ModelArgs) -> Result<ClipModel> {
+    let folder = crate::model_source::resolve(m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
+    let device: ExecutionDevice = m.device.parse().map_err(anyhow::Error::msg)?;
+    let options = SessionOptions { device, intra_threads: m.num_threads };
+    let model = ClipModel::load(&folder, options).with_context(|| format!("loading model {}", folder.display()))?;
+    tracing::info!(model = %folder.display(), embed_dim = model.embed_dim(), trims_captions = model.trims_captions(), "model loaded");
+    Ok(model)
+}
+
+/// An indicatif bar counting samples, with samples/s.
+struct BarProgress {
+    bar: ProgressBar,
+}
+
+impl BarProgress {
+    fn new(hidden: bool) -> Self {
+        let bar = if hidden { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} partition {prefix} [{elapsed_precise}] {pos} samples ({per_sec}) {msg}")
+                .expect("valid template"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Self { bar }
+    }
+}
+
+impl Progress for BarProgress {
+    fn partition_started(&self, name: &str, _expected: usize) {
+        self.bar.set_prefix(name.to_string());
+    }
+    fn samples_done(&self, n: usize) {
+        self.bar.inc(n as u64);
+    }
+    fn sample_skipped(&self, _input: &str, _reason: &str) {
+        self.bar.set_message("(some inputs skipped, see log)");
+    }
+    fn partition_finished(&self, name: &str, stats: &PartitionStats) {
+        self.bar.suspend(|| {
+            tracing::info!(partition = name, samples = stats.sample_count, skipped = stats.skipped_count, seconds = format!("{:.1}", stats.total_duration), "partition written")
+        });
+    }
+}
+
+fn inference(a: InferenceArgs) -> Result<()> {
+    if a.use_mclip {
+        bail!("--use_mclip True is not supported: multilingual CLIP models have no ONNX export in the supported layout");
+    }
+    if a.distribution_strategy != "sequential" {
+        bail!("--distribution_strategy {:?} is not supported: partitions run sequentially; run several processes with --partition_ids to scale out", a.distribution_strategy);
+    }
+    let input_format: InputFormat = a.input_format.parse().map_err(anyhow::Error::msg)?;
+    let dtype = match a.embedding_dtype.as_str() {
+        "float16" | "f16" => NpyDtype::F16,
+        "float32" | "f32" => NpyDtype::F32,
+        other => bail!("--embedding_dtype {other:?}: expected float16 or float32"),
+    };
+    let opts = InferenceOptions {
+        input_dataset: a.input_dataset,
+        output_folder: a.output_folder,
+        input_format,
+        batch_size: a.batch_size,
+        num_prepro_workers: a.num_prepro_workers,
+        enable_text: a.enable_text,
+        enable_image: a.enable_image,
+        enable_metadata: a.enable_metadata,
+        write_batch_size: a.write_batch_size,
+        subset_size: a.subset_size,
+        wds_image_key: a.wds_image_key,
+        wds_caption_key: a.wds_caption_key,
+        output_partition_count: a.output_partition_count,
+        wds_number_file_per_input_file: a.wds_number_file_per_input_file,
+        partition_ids: a.partition_ids,
+        dtype,
+    };
+    // Check the input before paying for the model load.
+    let (_, count) = clip_inference::plan(&opts)?;
+    tracing::info!(input = %opts.input_dataset, partitions = count, "dataset listed");
+    let model = load_model(&a.model)?;
+    let progress = BarProgress::new(a.no_progress);
+    let summary = clip_inference::run(&model, &opts, &progress)?;
+    progress.bar.finish_and_clear();
+    println!(
+        "{} samples embedded in {:.1}s ({:.1} samples/s), {} skipped; partitions: {} computed, {} already done, {} total. Output: {}",
+        summary.samples,
+        summary.seconds,
+        summary.samples as f64 / summary.seconds.max(1e-9),
+        summary.skipped,
+        summary.computed.len(),
+        summary.already_done.len(),
+        summary.partition_count,
+        opts.output_folder
+    );
+    Ok(())
+}
+
+fn sample_dataset(a: SampleDatasetArgs) -> Result<()> {
+    let folder = Location::parse(&a.output_folder);
+    let mut writer = match a.output_format.as_str() {
+        "files" => DatasetWriter::files(folder),
+        "webdataset" => DatasetWriter::webdataset(folder, a.shard_size),
+        "parquet" => DatasetWriter::parquet(folder, a.shard_size),
+        other => bail!("--output_format {other:?}: expected files, webdataset or parquet"),
+    };
+    let bar = ProgressBar::new(a.count);
+    for i in a.start..a.start + a.count {
+        let s = clip_synthetic::render(a.seed, i);
+        writer.write(OwnedSample { key: s.key.clone(), image: s.jpeg(), image_ext: "jpg".into(), caption: s.caption.clone(), metadata: s.metadata() })?;
+        bar.inc(1);
+    }
+    writer.finish()?;
+    bar.finish_and_clear();
+    println!("wrote {} samples ({}) to {}", a.count, a.output_format, a.output_folder);
+    Ok(())
+}

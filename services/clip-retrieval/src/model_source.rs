@@ -1,0 +1,59 @@
+//! Resolving `--clip_model` to a local model folder: a path, an s3:// folder (copied to a cache), or the shipped model.
+
+use anyhow::{bail, Context, Result};
+use clip_data::{storage, Location};
+use std::path::{Path, PathBuf};
+
+/// Folder name of the model shipped in the repository.
+pub const SHIPPED_MODEL: &str = "models/tiny-clip";
+
+/// The shipped model: `CLIP_RETRIEVAL_MODEL`, or `models/tiny-clip` above the executable or the working directory.
+fn shipped_model() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CLIP_RETRIEVAL_MODEL") {
+        return Some(PathBuf::from(p));
+    }
+    let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
+    for start in starts.into_iter().flatten() {
+        for dir in start.ancestors() {
+            let candidate = dir.join(SHIPPED_MODEL);
+            if candidate.join("config.json").is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Turns the flag into a local folder, downloading s3:// folders into `cache`.
+pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf> {
+    let Some(spec) = clip_model else {
+        return shipped_model().with_context(|| format!("no --clip_model given and the shipped {SHIPPED_MODEL} was not found; set CLIP_RETRIEVAL_MODEL"));
+    };
+    match Location::parse(spec) {
+        Location::Local(p) => {
+            if p.is_dir() {
+                return Ok(p);
+            }
+            if !spec.contains('/') || spec.contains("ViT") {
+                bail!(
+                    "--clip_model {spec:?} is not a folder. Models are folders in the immich/OpenCLIP ONNX layout (local or s3://); \
+                     export one with models/scripts/export_openclip.py --model {} --pretrained <tag> while online",
+                    spec.replace('/', "-")
+                );
+            }
+            bail!("--clip_model {spec}: no such folder")
+        }
+        loc @ Location::S3 { .. } => {
+            let root = cache.map(PathBuf::from).unwrap_or_else(default_cache);
+            let Location::S3 { bucket, key } = &loc else { unreachable!() };
+            let dest = root.join(bucket).join(key);
+            storage::download_folder(&loc, &dest).with_context(|| format!("copying model {loc} to {}", dest.display()))?;
+            Ok(dest)
+        }
+    }
+}
+
+fn default_cache() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| Path::new("/tmp").to_path_buf());
+    home.join(".cache/clip-retrieval/models")
+}
