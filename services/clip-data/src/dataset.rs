@@ -33,7 +33,9 @@ impl std::str::FromStr for InputFormat {
             "files" => Ok(Self::Files),
             "webdataset" => Ok(Self::Webdataset),
             "parquet" => Ok(Self::Parquet),
-            _ => Err(format!("unknown input format {s:?}: expected files, webdataset or parquet")),
+            _ => Err(format!(
+                "unknown input format {s:?}: expected files, webdataset or parquet"
+            )),
         }
     }
 }
@@ -117,10 +119,16 @@ pub struct DatasetPlan {
 
 impl DatasetPlan {
     /// Lists the dataset. `subset_size` keeps only the first keys of a `files` dataset.
-    pub fn discover(input: &str, format: InputFormat, mut options: ReadOptions, subset_size: Option<usize>) -> Result<Self> {
+    pub fn discover(
+        input: &str,
+        format: InputFormat,
+        mut options: ReadOptions,
+        subset_size: Option<usize>,
+    ) -> Result<Self> {
         let units = match format {
             InputFormat::Files => {
-                let (units, has_text, has_json) = list_files_dataset(&Location::parse(input), &options)?;
+                let (units, has_text, has_json) =
+                    list_files_dataset(&Location::parse(input), &options)?;
                 options.enable_text &= has_text;
                 options.enable_metadata &= has_json;
                 match subset_size {
@@ -128,38 +136,67 @@ impl DatasetPlan {
                     None => units,
                 }
             }
-            InputFormat::Webdataset => list_containers(input, "tar")?.into_iter().map(InputUnit::Shard).collect(),
-            InputFormat::Parquet => list_containers(input, "parquet")?.into_iter().map(InputUnit::ParquetFile).collect(),
+            InputFormat::Webdataset => list_containers(input, "tar")?
+                .into_iter()
+                .map(InputUnit::Shard)
+                .collect(),
+            InputFormat::Parquet => list_containers(input, "parquet")?
+                .into_iter()
+                .map(InputUnit::ParquetFile)
+                .collect(),
         };
         if units.is_empty() {
             let what = match format {
-                InputFormat::Files if options.enable_image => "no image files (jpg, jpeg, png, webp, bmp)",
+                InputFormat::Files if options.enable_image => {
+                    "no image files (jpg, jpeg, png, webp, bmp)"
+                }
                 InputFormat::Files => "no caption files",
                 InputFormat::Webdataset => "no .tar shards",
                 InputFormat::Parquet => "no .parquet files",
             };
-            return Err(DataError::Empty { path: input.to_string(), reason: format!("the input dataset has {what}") });
+            return Err(DataError::Empty {
+                path: input.to_string(),
+                reason: format!("the input dataset has {what}"),
+            });
         }
-        Ok(Self { format, units, options })
+        Ok(Self {
+            format,
+            units,
+            options,
+        })
     }
 
     /// The number of partitions clip-retrieval would choose: one per `write_batch_size` samples (files), or per
     /// `write_batch_size / samples_per_container` containers, never more partitions than units.
-    pub fn default_partition_count(&self, write_batch_size: usize, samples_per_container: usize) -> usize {
+    pub fn default_partition_count(
+        &self,
+        write_batch_size: usize,
+        samples_per_container: usize,
+    ) -> usize {
         let samples = match self.format {
             InputFormat::Files => self.units.len(),
             _ => self.units.len() * samples_per_container,
         };
-        samples.div_ceil(write_batch_size.max(1)).clamp(1, self.units.len())
+        samples
+            .div_ceil(write_batch_size.max(1))
+            .clamp(1, self.units.len())
     }
 
     /// The units of partition `id` out of `count`.
     pub fn partition(&self, id: usize, count: usize) -> Vec<InputUnit> {
-        self.units.iter().enumerate().filter(|(i, _)| i % count == id).map(|(_, u)| u.clone()).collect()
+        self.units
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % count == id)
+            .map(|(_, u)| u.clone())
+            .collect()
     }
 }
 
-fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<InputUnit>, bool, bool)> {
+fn list_files_dataset(
+    root: &Location,
+    options: &ReadOptions,
+) -> Result<(Vec<InputUnit>, bool, bool)> {
     #[derive(Default)]
     struct Parts {
         image: Option<Location>,
@@ -168,9 +205,17 @@ fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<Inp
     }
     let mut by_key: BTreeMap<String, Parts> = BTreeMap::new();
     for file in storage::list(root)? {
-        let Some(rel) = file.relative_to(root) else { continue };
-        let Some((key, ext)) = rel.rsplit_once('.') else { continue };
-        if key.rsplit('/').next().is_some_and(|name| name.starts_with('.')) {
+        let Some(rel) = file.relative_to(root) else {
+            continue;
+        };
+        let Some((key, ext)) = rel.rsplit_once('.') else {
+            continue;
+        };
+        if key
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with('.'))
+        {
             continue; // hidden and temporary files
         }
         let ext = ext.to_ascii_lowercase();
@@ -184,16 +229,21 @@ fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<Inp
     }
     let has_text = by_key.values().any(|p| p.text.is_some());
     let has_json = by_key.values().any(|p| p.json.is_some());
-    let (need_text, need_json) = (options.enable_text && has_text, options.enable_metadata && has_json);
+    let need_text = options.enable_text && has_text;
+    // Unlike clip-retrieval, a sample without a .json file is kept (its metadata columns are null), not dropped.
     let units = by_key
         .into_iter()
         .filter(|(_, p)| {
             (!options.enable_image || p.image.is_some())
                 && (!need_text || p.text.is_some())
-                && (!need_json || p.json.is_some())
                 && (options.enable_image || need_text)
         })
-        .map(|(key, p)| InputUnit::FileSample { key, image: p.image, text: p.text, json: p.json })
+        .map(|(key, p)| InputUnit::FileSample {
+            key,
+            image: p.image,
+            text: p.text,
+            json: p.json,
+        })
         .collect();
     Ok((units, has_text, has_json))
 }
@@ -201,18 +251,29 @@ fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<Inp
 /// Shards or parquet files named by a brace pattern, a single file, or a folder holding them.
 fn list_containers(input: &str, ext: &str) -> Result<Vec<Location>> {
     if input.contains('{') {
-        return Ok(brace_expand(input).iter().map(|s| Location::parse(s)).collect());
+        return Ok(brace_expand(input)
+            .iter()
+            .map(|s| Location::parse(s))
+            .collect());
     }
     let loc = Location::parse(input);
     if loc.file_name().ends_with(&format!(".{ext}")) && storage::exists(&loc)? {
         return Ok(vec![loc]);
     }
-    Ok(storage::list(&loc)?.into_iter().filter(|l| l.file_name().ends_with(&format!(".{ext}"))).collect())
+    Ok(storage::list(&loc)?
+        .into_iter()
+        .filter(|l| l.file_name().ends_with(&format!(".{ext}")))
+        .collect())
 }
 
 /// Reads every unit of a partition, in order, calling `emit` for each sample or skipped input.
 /// `limit` stops after that many samples. Returns early (without error) when `emit` returns false.
-pub fn read_units(units: &[InputUnit], options: &ReadOptions, limit: Option<usize>, mut emit: impl FnMut(ReadEvent) -> bool) -> Result<()> {
+pub fn read_units(
+    units: &[InputUnit],
+    options: &ReadOptions,
+    limit: Option<usize>,
+    mut emit: impl FnMut(ReadEvent) -> bool,
+) -> Result<()> {
     let mut count = 0usize;
     let mut gated = |ev: ReadEvent| -> bool {
         if let ReadEvent::Sample(_) = ev {
@@ -225,7 +286,9 @@ pub fn read_units(units: &[InputUnit], options: &ReadOptions, limit: Option<usiz
     };
     for unit in units {
         let go_on = match unit {
-            InputUnit::FileSample { image, text, json, .. } => gated(read_file_sample(image, text, json, options)),
+            InputUnit::FileSample {
+                image, text, json, ..
+            } => gated(read_file_sample(image, text, json, options)),
             InputUnit::Shard(loc) => read_shard(loc, options, &mut gated),
             InputUnit::ParquetFile(loc) => read_parquet(loc, options, &mut gated),
         };
@@ -237,18 +300,27 @@ pub fn read_units(units: &[InputUnit], options: &ReadOptions, limit: Option<usiz
 }
 
 fn skipped(input: impl std::fmt::Display, reason: impl std::fmt::Display) -> ReadEvent {
-    ReadEvent::Skipped(SkippedInput { input: input.to_string(), reason: reason.to_string() })
+    ReadEvent::Skipped(SkippedInput {
+        input: input.to_string(),
+        reason: reason.to_string(),
+    })
 }
 
-fn parse_metadata(bytes: &[u8], name: &dyn std::fmt::Display) -> std::result::Result<Map<String, Value>, ReadEvent> {
+/// Parses a metadata JSON object; the error is the reason to skip the sample.
+fn parse_metadata(bytes: &[u8]) -> std::result::Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(skipped(name, "metadata is not a JSON object")),
-        Err(e) => Err(skipped(name, format!("invalid metadata JSON: {e}"))),
+        Ok(_) => Err("metadata is not a JSON object".into()),
+        Err(e) => Err(format!("invalid metadata JSON: {e}")),
     }
 }
 
-fn read_file_sample(image: &Option<Location>, text: &Option<Location>, json: &Option<Location>, o: &ReadOptions) -> ReadEvent {
+fn read_file_sample(
+    image: &Option<Location>,
+    text: &Option<Location>,
+    json: &Option<Location>,
+    o: &ReadOptions,
+) -> ReadEvent {
     let mut sample = RawSample::default();
     if let Some(img) = image.as_ref().filter(|_| o.enable_image) {
         sample.image_path = img.to_string();
@@ -267,9 +339,12 @@ fn read_file_sample(image: &Option<Location>, text: &Option<Location>, json: &Op
         }
     }
     if let Some(j) = json.as_ref().filter(|_| o.enable_metadata) {
-        match storage::read(j).map_err(|e| skipped(j, e)).and_then(|b| parse_metadata(&b, j)) {
+        match storage::read(j)
+            .map_err(|e| e.to_string())
+            .and_then(|b| parse_metadata(&b))
+        {
             Ok(m) => sample.metadata = Some(m),
-            Err(ev) => return ev,
+            Err(reason) => return skipped(j, reason),
         }
     }
     ReadEvent::Sample(sample)
@@ -301,15 +376,26 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
                         return false;
                     }
                 }
-                return emit(skipped(loc, format!("corrupt tar, rest of the shard skipped: {e}")));
+                return emit(skipped(
+                    loc,
+                    format!("corrupt tar, rest of the shard skipped: {e}"),
+                ));
             }
         };
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        let (dir, base) = path.rsplit_once('/').map(|(d, b)| (format!("{d}/"), b.to_string())).unwrap_or((String::new(), path.clone()));
-        let Some((stem, ext)) = base.split_once('.') else { continue };
+        let path = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (dir, base) = path
+            .rsplit_once('/')
+            .map(|(d, b)| (format!("{d}/"), b.to_string()))
+            .unwrap_or((String::new(), path.clone()));
+        let Some((stem, ext)) = base.split_once('.') else {
+            continue;
+        };
         let key = format!("{dir}{stem}");
         let mut data = Vec::with_capacity(entry.size() as usize);
         if let Err(e) = std::io::Read::read_to_end(&mut entry, &mut data) {
@@ -318,7 +404,10 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
                     return false;
                 }
             }
-            return emit(skipped(format!("{loc}:{path}"), format!("corrupt tar, rest of the shard skipped: {e}")));
+            return emit(skipped(
+                format!("{loc}:{path}"),
+                format!("corrupt tar, rest of the shard skipped: {e}"),
+            ));
         }
         if current.as_ref().is_some_and(|(k, _)| *k != key) {
             let (k, members) = current.take().expect("checked");
@@ -326,7 +415,10 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
                 return false;
             }
         }
-        current.get_or_insert_with(|| (key, BTreeMap::new())).1.insert(ext.to_ascii_lowercase(), data);
+        current
+            .get_or_insert_with(|| (key, BTreeMap::new()))
+            .1
+            .insert(ext.to_ascii_lowercase(), data);
     }
     match current {
         Some((key, members)) => emit(shard_sample(loc, key, members, o)),
@@ -334,9 +426,17 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
     }
 }
 
-fn shard_sample(loc: &Location, key: String, mut members: BTreeMap<String, Vec<u8>>, o: &ReadOptions) -> ReadEvent {
+fn shard_sample(
+    loc: &Location,
+    key: String,
+    mut members: BTreeMap<String, Vec<u8>>,
+    o: &ReadOptions,
+) -> ReadEvent {
     let name = format!("{loc}:{key}");
-    let mut sample = RawSample { image_path: key, ..Default::default() };
+    let mut sample = RawSample {
+        image_path: key,
+        ..Default::default()
+    };
     if o.enable_image {
         match members.remove(&o.image_key) {
             Some(b) => sample.image = Some(b),
@@ -351,9 +451,9 @@ fn shard_sample(loc: &Location, key: String, mut members: BTreeMap<String, Vec<u
     }
     if o.enable_metadata {
         if let Some(b) = members.remove("json") {
-            match parse_metadata(&b, &name) {
+            match parse_metadata(&b) {
                 Ok(m) => sample.metadata = Some(m),
-                Err(ev) => return ev,
+                Err(reason) => return skipped(name, reason),
             }
         }
     }
@@ -371,7 +471,10 @@ fn read_parquet(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent)
     };
     let reader = std::fs::File::open(copy.path())
         .map_err(|e| e.to_string())
-        .and_then(|f| parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string()))
+        .and_then(|f| {
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .map_err(|e| e.to_string())
+        })
         .and_then(|b| b.with_batch_size(256).build().map_err(|e| e.to_string()));
     let reader = match reader {
         Ok(r) => r,
@@ -381,7 +484,12 @@ fn read_parquet(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent)
     for batch in reader {
         let batch = match batch {
             Ok(b) => b,
-            Err(e) => return emit(skipped(loc, format!("corrupt parquet, rest of the file skipped: {e}"))),
+            Err(e) => {
+                return emit(skipped(
+                    loc,
+                    format!("corrupt parquet, rest of the file skipped: {e}"),
+                ))
+            }
         };
         let columns = match ParquetColumns::find(&batch, o) {
             Ok(c) => c,
@@ -407,33 +515,56 @@ impl ParquetColumns {
     fn find(batch: &RecordBatch, o: &ReadOptions) -> std::result::Result<Self, String> {
         let schema = batch.schema();
         let pick = |preferred: &str, fallbacks: &[&str]| {
-            std::iter::once(preferred).chain(fallbacks.iter().copied()).find_map(|n| schema.index_of(n).ok())
+            std::iter::once(preferred)
+                .chain(fallbacks.iter().copied())
+                .find_map(|n| schema.index_of(n).ok())
         };
         let image = pick(&o.image_key, &IMAGE_COLUMNS);
         let caption = pick(&o.caption_key, &CAPTION_COLUMNS);
         if o.enable_image && image.is_none() {
-            return Err(format!("no image column ({} or one of {IMAGE_COLUMNS:?})", o.image_key));
+            return Err(format!(
+                "no image column ({} or one of {IMAGE_COLUMNS:?})",
+                o.image_key
+            ));
         }
         if o.enable_text && caption.is_none() {
-            return Err(format!("no caption column ({} or one of {CAPTION_COLUMNS:?})", o.caption_key));
+            return Err(format!(
+                "no caption column ({} or one of {CAPTION_COLUMNS:?})",
+                o.caption_key
+            ));
         }
-        let path = ["url", "key", "image_path"].iter().find_map(|n| schema.index_of(n).ok());
-        Ok(Self { image, caption, path })
+        let path = ["url", "key", "image_path"]
+            .iter()
+            .find_map(|n| schema.index_of(n).ok());
+        Ok(Self {
+            image,
+            caption,
+            path,
+        })
     }
 
     fn sample(&self, batch: &RecordBatch, row: usize, name: &str, o: &ReadOptions) -> ReadEvent {
         let mut sample = RawSample {
-            image_path: self.path.and_then(|c| cell_string(batch.column(c).as_ref(), row)).unwrap_or_else(|| name.to_string()),
+            image_path: self
+                .path
+                .and_then(|c| cell_string(batch.column(c).as_ref(), row))
+                .unwrap_or_else(|| name.to_string()),
             ..Default::default()
         };
         if o.enable_image {
-            match self.image.and_then(|c| cell_bytes(batch.column(c).as_ref(), row)) {
+            match self
+                .image
+                .and_then(|c| cell_bytes(batch.column(c).as_ref(), row))
+            {
                 Some(b) => sample.image = Some(b),
                 None => return skipped(name, "null or non-binary image cell"),
             }
         }
         if o.enable_text {
-            match self.caption.and_then(|c| cell_string(batch.column(c).as_ref(), row)) {
+            match self
+                .caption
+                .and_then(|c| cell_string(batch.column(c).as_ref(), row))
+            {
                 Some(t) => sample.caption = Some(t),
                 None => return skipped(name, "null caption"),
             }
@@ -465,7 +596,8 @@ fn cell_bytes(col: &dyn Array, row: usize) -> Option<Vec<u8>> {
         // Hugging Face datasets store images as struct<bytes: binary, path: string>.
         DataType::Struct(_) => {
             let s = col.as_struct();
-            s.column_by_name("bytes").and_then(|c| cell_bytes(c.as_ref(), row))
+            s.column_by_name("bytes")
+                .and_then(|c| cell_bytes(c.as_ref(), row))
         }
         _ => None,
     }

@@ -92,11 +92,19 @@ fn precompute(in_size: usize, out_size: usize, filter: Interpolation) -> PassCoe
         for x in 0..count {
             let w = if total != 0.0 { k[x] / total } else { k[x] };
             let scaled = w * (1u32 << PRECISION_BITS) as f64;
-            row[x] = if w < 0.0 { (-0.5 + scaled) as i32 } else { (0.5 + scaled) as i32 };
+            row[x] = if w < 0.0 {
+                (-0.5 + scaled) as i32
+            } else {
+                (0.5 + scaled) as i32
+            };
         }
         bounds.push((xmin, count));
     }
-    PassCoefficients { ksize, bounds, weights }
+    PassCoefficients {
+        ksize,
+        bounds,
+        weights,
+    }
 }
 
 fn clip8(v: i64) -> u8 {
@@ -110,8 +118,19 @@ fn clip8(v: i64) -> u8 {
 }
 
 /// Resizes a packed RGB8 image (`width*height*3` bytes) to `out_w x out_h` exactly as Pillow does.
-pub fn resize_rgb8(src: &[u8], width: usize, height: usize, out_w: usize, out_h: usize, filter: Interpolation) -> Vec<u8> {
-    assert_eq!(src.len(), width * height * 3, "RGB buffer size does not match its dimensions");
+pub fn resize_rgb8(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    out_w: usize,
+    out_h: usize,
+    filter: Interpolation,
+) -> Vec<u8> {
+    assert_eq!(
+        src.len(),
+        width * height * 3,
+        "RGB buffer size does not match its dimensions"
+    );
     if filter == Interpolation::Nearest {
         return resize_nearest(src, width, height, out_w, out_h);
     }
@@ -167,7 +186,8 @@ fn resize_nearest(src: &[u8], width: usize, height: usize, out_w: usize, out_h: 
         let sy = (((y as f64 + 0.5) * height as f64 / out_h as f64) as usize).min(height - 1);
         for x in 0..out_w {
             let sx = (((x as f64 + 0.5) * width as f64 / out_w as f64) as usize).min(width - 1);
-            out[(y * out_w + x) * 3..(y * out_w + x) * 3 + 3].copy_from_slice(&src[(sy * width + sx) * 3..(sy * width + sx) * 3 + 3]);
+            out[(y * out_w + x) * 3..(y * out_w + x) * 3 + 3]
+                .copy_from_slice(&src[(sy * width + sx) * 3..(sy * width + sx) * 3 + 3]);
         }
     }
     out
@@ -196,8 +216,14 @@ mod tests {
     fn bicubic_weights_sum_to_one_in_fixed_point() {
         let c = precompute(640, 224, Interpolation::Bicubic);
         for (i, &(_, n)) in c.bounds.iter().enumerate() {
-            let s: i64 = c.weights[i * c.ksize..i * c.ksize + n].iter().map(|&w| w as i64).sum();
-            assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "row {i}: {s}");
+            let s: i64 = c.weights[i * c.ksize..i * c.ksize + n]
+                .iter()
+                .map(|&w| w as i64)
+                .sum();
+            assert!(
+                (s - (1 << PRECISION_BITS)).abs() <= n as i64,
+                "row {i}: {s}"
+            );
         }
     }
 }

@@ -12,17 +12,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Dispatches a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Inference(a) => inference(a),
+        Command::Inference(a) => inference(*a),
         Command::SampleDataset(a) => sample_dataset(a),
     }
 }
 
 /// Loads the model named by the flags.
 pub fn load_model(m: &ModelArgs) -> Result<ClipModel> {
-    let folder = crate::model_source::resolve(m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
+    let folder =
+        crate::model_source::resolve(m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
     let device: ExecutionDevice = m.device.parse().map_err(anyhow::Error::msg)?;
-    let options = SessionOptions { device, intra_threads: m.num_threads };
-    let model = ClipModel::load(&folder, options).with_context(|| format!("loading model {}", folder.display()))?;
+    let options = SessionOptions {
+        device,
+        intra_threads: m.num_threads,
+    };
+    let model = ClipModel::load(&folder, options)
+        .with_context(|| format!("loading model {}", folder.display()))?;
     tracing::info!(model = %folder.display(), embed_dim = model.embed_dim(), trims_captions = model.trims_captions(), "model loaded");
     Ok(model)
 }
@@ -34,10 +39,16 @@ struct BarProgress {
 
 impl BarProgress {
     fn new(hidden: bool) -> Self {
-        let bar = if hidden { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+        let bar = if hidden {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new_spinner()
+        };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} partition {prefix} [{elapsed_precise}] {pos} samples ({per_sec}) {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} partition {prefix} [{elapsed_precise}] {pos} samples ({per_sec}) {msg}",
+            )
+            .expect("valid template"),
         );
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         Self { bar }
@@ -56,7 +67,13 @@ impl Progress for BarProgress {
     }
     fn partition_finished(&self, name: &str, stats: &PartitionStats) {
         self.bar.suspend(|| {
-            tracing::info!(partition = name, samples = stats.sample_count, skipped = stats.skipped_count, seconds = format!("{:.1}", stats.total_duration), "partition written")
+            tracing::info!(
+                partition = name,
+                samples = stats.sample_count,
+                skipped = stats.skipped_count,
+                seconds = format!("{:.1}", stats.total_duration),
+                "partition written"
+            )
         });
     }
 }
@@ -124,11 +141,20 @@ fn sample_dataset(a: SampleDatasetArgs) -> Result<()> {
     let bar = ProgressBar::new(a.count);
     for i in a.start..a.start + a.count {
         let s = clip_synthetic::render(a.seed, i);
-        writer.write(OwnedSample { key: s.key.clone(), image: s.jpeg(), image_ext: "jpg".into(), caption: s.caption.clone(), metadata: s.metadata() })?;
+        writer.write(OwnedSample {
+            key: s.key.clone(),
+            image: s.jpeg(),
+            image_ext: "jpg".into(),
+            caption: s.caption.clone(),
+            metadata: s.metadata(),
+        })?;
         bar.inc(1);
     }
     writer.finish()?;
     bar.finish_and_clear();
-    println!("wrote {} samples ({}) to {}", a.count, a.output_format, a.output_folder);
+    println!(
+        "wrote {} samples ({}) to {}",
+        a.count, a.output_format, a.output_folder
+    );
     Ok(())
 }

@@ -45,15 +45,20 @@ pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf>
         }
         loc @ Location::S3 { .. } => {
             let root = cache.map(PathBuf::from).unwrap_or_else(default_cache);
-            let Location::S3 { bucket, key } = &loc else { unreachable!() };
+            let Location::S3 { bucket, key } = &loc else {
+                unreachable!()
+            };
             let dest = root.join(bucket).join(key);
-            storage::download_folder(&loc, &dest).with_context(|| format!("copying model {loc} to {}", dest.display()))?;
+            storage::download_folder(&loc, &dest)
+                .with_context(|| format!("copying model {loc} to {}", dest.display()))?;
             Ok(dest)
         }
     }
 }
 
 fn default_cache() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| Path::new("/tmp").to_path_buf());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("/tmp").to_path_buf());
     home.join(".cache/clip-retrieval/models")
 }

@@ -1,0 +1,211 @@
+//! The test world: paths of the repository's artefacts, the built `clip-retrieval` binary, a real S3 server
+//! (s3s-fs, SigV4) on 127.0.0.1, and Python (numpy/pyarrow) to read outputs as users do. Everything a test starts
+//! is stopped when its handle drops. `scripts/setup.sh` installs what is used here.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// The shipped model folder.
+pub fn shipped_model() -> PathBuf {
+    repo_root().join("models/tiny-clip")
+}
+
+/// The `clip-retrieval` binary of the current build profile (cargo builds it for the workspace's tests).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("clip-retrieval");
+    assert!(
+        bin.is_file(),
+        "{} not built: run `cargo build --workspace` or the README's test command",
+        bin.display()
+    );
+    bin
+}
+
+/// A `clip-retrieval` command with logging kept quiet.
+pub fn cli() -> Command {
+    let mut c = Command::new(binary());
+    c.env("CLIP_RETRIEVAL_LOG", "warn");
+    c
+}
+
+/// Runs a command, returning its output; panics with its stderr when it fails and `expect_ok` is set.
+pub fn run(cmd: &mut Command, expect_ok: bool) -> Output {
+    let out = cmd.output().expect("spawn command");
+    if expect_ok && !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// The project's Python venv (numpy, pyarrow), installed by scripts/setup.sh.
+pub fn python() -> Command {
+    let py = repo_root().join(".cache/venv/bin/python");
+    assert!(
+        py.is_file(),
+        "{} missing: run scripts/setup.sh",
+        py.display()
+    );
+    Command::new(py)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Waits until something accepts TCP connections on the port.
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < timeout,
+            "nothing listening on 127.0.0.1:{port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A real S3-compatible server (s3s-fs) with SigV4 credentials, stopped on drop.
+pub struct S3Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Where buckets live on disk (one folder per bucket).
+    pub root: tempfile::TempDir,
+}
+
+/// Access key of the test S3 server.
+pub const S3_ACCESS_KEY: &str = "clip-test";
+/// Secret key of the test S3 server.
+pub const S3_SECRET_KEY: &str = "clip-test-secret";
+
+impl S3Server {
+    /// Starts s3s-fs on a free port with the given buckets.
+    pub fn start(buckets: &[&str]) -> Self {
+        let bin = repo_root().join(".cache/bin/s3s-fs");
+        assert!(
+            bin.exists(),
+            "{} missing: run scripts/setup.sh",
+            bin.display()
+        );
+        let root = tempfile::tempdir().expect("temp dir");
+        for b in buckets {
+            std::fs::create_dir_all(root.path().join(b)).expect("bucket dir");
+        }
+        let port = free_port();
+        let child = Command::new(bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                S3_ACCESS_KEY,
+                "--secret-key",
+                S3_SECRET_KEY,
+            ])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        wait_for_port(port, Duration::from_secs(10));
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+        }
+    }
+
+    /// Sets the AWS environment a user would set to reach this server.
+    pub fn configure(&self, cmd: &mut Command) {
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Renders `count` synthetic samples as a files dataset.
+pub fn sample_dataset(dir: &Path, count: u64, seed: u64, format: &str) {
+    run(
+        cli()
+            .args(["sample-dataset", "--output_folder"])
+            .arg(dir)
+            .args([
+                "--count",
+                &count.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--output_format",
+                format,
+                "--shard_size",
+                "40",
+            ]),
+        true,
+    );
+}
+
+/// Reads `img_emb`/`text_emb` npy and metadata parquet of one output folder with numpy/pyarrow and returns, per
+/// partition file name, `(image rows, text rows, metadata rows, image_paths)` as JSON.
+pub fn python_summary(output: &Path) -> serde_json::Value {
+    let script = r#"
+import glob, io, json, os, sys
+import numpy as np, pyarrow.parquet as pq
+out = {}
+root = sys.argv[1]
+for meta in sorted(glob.glob(os.path.join(root, "metadata", "metadata_*.parquet"))):
+    n = os.path.basename(meta)[len("metadata_"):-len(".parquet")]
+    t = pq.read_table(meta)
+    row = {"metadata_rows": t.num_rows, "columns": t.column_names}
+    for kind, folder in (("img", "img_emb"), ("text", "text_emb")):
+        p = os.path.join(root, folder, f"{folder}_{n}.npy")
+        if os.path.exists(p):
+            a = np.load(p)
+            norms = np.linalg.norm(a.astype(np.float32), axis=1) if len(a) else np.ones(1)
+            buf = io.BytesIO()
+            np.save(buf, a)
+            same = buf.getvalue() == open(p, "rb").read()
+            row[kind] = {"rows": a.shape[0], "dim": a.shape[1], "dtype": str(a.dtype), "min_norm": float(norms.min()),
+                         "max_norm": float(norms.max()), "numpy_identical": same}
+    if "image_path" in t.column_names:
+        row["image_path"] = t.column("image_path").to_pylist()
+    if "caption" in t.column_names:
+        row["caption"] = t.column("caption").to_pylist()
+    out[n] = row
+print(json.dumps(out))
+"#;
+    let o = run(python().arg("-c").arg(script).arg(output), true);
+    serde_json::from_slice(&o.stdout).expect("python printed JSON")
+}
