@@ -9,7 +9,7 @@ the contrastive loss treats every image consistent with a caption as a positive.
     clip-retrieval sample-dataset --output_folder HELDOUT --count 1000 --seed 2
     python train_tiny_clip.py --train TRAIN --heldout HELDOUT --out models/tiny-clip --tokenizer tokenizer.json
 
-CPU only; ~15 minutes on 2 cores. Prints held-out zero-shot accuracy and recall@10, then exports (openclip_export.py).
+CPU only; ~15 minutes on 2 cores. Prints held-out zero-shot accuracy and recall@10, then exports (export_openclip.py).
 """
 import argparse, glob, json, math, os, random, sys, time
 
@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from openclip_export import export  # noqa: E402
+from export_openclip import export  # noqa: E402
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 STD = np.array([0.26862954, 0.2613026, 0.2757771], np.float32)
