@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
 }
 
 /// The shipped model folder.
@@ -23,16 +20,9 @@ pub fn shipped_model() -> PathBuf {
 /// The `clip-retrieval` binary of the current build profile (cargo builds it for the workspace's tests).
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("clip-retrieval");
-    assert!(
-        bin.is_file(),
-        "{} not built: run `cargo build --workspace` or the README's test command",
-        bin.display()
-    );
+    assert!(bin.is_file(), "{} not built: run `cargo build --workspace` or the README's test command", bin.display());
     bin
 }
 
@@ -60,30 +50,20 @@ pub fn run(cmd: &mut Command, expect_ok: bool) -> Output {
 /// The project's Python venv (numpy, pyarrow), installed by scripts/setup.sh.
 pub fn python() -> Command {
     let py = repo_root().join(".cache/venv/bin/python");
-    assert!(
-        py.is_file(),
-        "{} missing: run scripts/setup.sh",
-        py.display()
-    );
+    assert!(py.is_file(), "{} missing: run scripts/setup.sh", py.display());
     Command::new(py)
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
 }
 
 /// Waits until something accepts TCP connections on the port.
 pub fn wait_for_port(port: u16, timeout: Duration) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < timeout,
-            "nothing listening on 127.0.0.1:{port} after {timeout:?}"
-        );
+        assert!(start.elapsed() < timeout, "nothing listening on 127.0.0.1:{port} after {timeout:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -106,11 +86,7 @@ impl S3Server {
     /// Starts s3s-fs on a free port with the given buckets.
     pub fn start(buckets: &[&str]) -> Self {
         let bin = repo_root().join(".cache/bin/s3s-fs");
-        assert!(
-            bin.exists(),
-            "{} missing: run scripts/setup.sh",
-            bin.display()
-        );
+        assert!(bin.exists(), "{} missing: run scripts/setup.sh", bin.display());
         let root = tempfile::tempdir().expect("temp dir");
         for b in buckets {
             std::fs::create_dir_all(root.path().join(b)).expect("bucket dir");
@@ -133,11 +109,7 @@ impl S3Server {
             .spawn()
             .expect("start s3s-fs");
         wait_for_port(port, Duration::from_secs(10));
-        Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            root,
-        }
+        Self { child, endpoint: format!("http://127.0.0.1:{port}"), root }
     }
 
     /// Sets the AWS environment a user would set to reach this server.
@@ -160,19 +132,16 @@ impl Drop for S3Server {
 /// Renders `count` synthetic samples as a files dataset.
 pub fn sample_dataset(dir: &Path, count: u64, seed: u64, format: &str) {
     run(
-        cli()
-            .args(["sample-dataset", "--output_folder"])
-            .arg(dir)
-            .args([
-                "--count",
-                &count.to_string(),
-                "--seed",
-                &seed.to_string(),
-                "--output_format",
-                format,
-                "--shard_size",
-                "40",
-            ]),
+        cli().args(["sample-dataset", "--output_folder"]).arg(dir).args([
+            "--count",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--output_format",
+            format,
+            "--shard_size",
+            "40",
+        ]),
         true,
     );
 }

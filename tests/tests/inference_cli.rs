@@ -16,28 +16,16 @@ fn inference(input: &Path, output: &Path, extra: &[&str]) -> std::process::Outpu
             .arg(output)
             .arg("--clip_model")
             .arg(shipped_model())
-            .args([
-                "--no_progress",
-                "--batch_size",
-                "8",
-                "--num_prepro_workers",
-                "2",
-            ])
+            .args(["--no_progress", "--batch_size", "8", "--num_prepro_workers", "2"])
             .args(extra),
         true,
     )
 }
 
 fn stats(output: &Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(output.join("stats"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(output.join("stats")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    files
-        .iter()
-        .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
-        .collect()
+    files.iter().map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()).collect()
 }
 
 /// Checks the invariants of every partition: aligned row counts, unit norms, numpy-identical bytes.
@@ -48,24 +36,14 @@ fn check_partitions(summary: &Value, image: bool, text: bool) -> (usize, Vec<Str
         let rows = p["metadata_rows"].as_u64().unwrap();
         for (kind, on) in [("img", image), ("text", text)] {
             if !on {
-                assert!(
-                    p.get(kind).is_none(),
-                    "partition {name}: {kind} written although disabled"
-                );
+                assert!(p.get(kind).is_none(), "partition {name}: {kind} written although disabled");
                 continue;
             }
             let k = &p[kind];
-            assert_eq!(
-                k["rows"].as_u64().unwrap(),
-                rows,
-                "partition {name}: {kind} rows differ from metadata rows"
-            );
+            assert_eq!(k["rows"].as_u64().unwrap(), rows, "partition {name}: {kind} rows differ from metadata rows");
             assert_eq!(k["dtype"], "float16");
             assert_eq!(k["dim"], 64);
-            assert_eq!(
-                k["numpy_identical"], true,
-                "partition {name}: {kind} bytes differ from numpy.save"
-            );
+            assert_eq!(k["numpy_identical"], true, "partition {name}: {kind} bytes differ from numpy.save");
             if rows > 0 {
                 assert!(
                     (k["min_norm"].as_f64().unwrap() - 1.0).abs() < 2e-3
@@ -91,29 +69,16 @@ fn files_dataset_skips_corrupt_images_and_keeps_everything_else() {
     std::fs::write(input.join("garbage.txt"), b"a broken file").unwrap();
     let img = clip_synthetic::render(5, 999).image;
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
     std::fs::write(input.join("truncated.png"), &png[..png.len() / 2]).unwrap();
     std::fs::write(input.join("truncated.txt"), b"half an image").unwrap();
     std::fs::create_dir(input.join("sub")).unwrap();
-    std::fs::write(
-        input.join("sub/UPPER.JPG"),
-        clip_synthetic::render(5, 1000).jpeg(),
-    )
-    .unwrap();
+    std::fs::write(input.join("sub/UPPER.JPG"), clip_synthetic::render(5, 1000).jpeg()).unwrap();
     std::fs::write(input.join("sub/UPPER.txt"), b"a red thing").unwrap();
-    std::fs::write(
-        input.join("no_caption.jpg"),
-        clip_synthetic::render(5, 1001).jpeg(),
-    )
-    .unwrap();
+    std::fs::write(input.join("no_caption.jpg"), clip_synthetic::render(5, 1001).jpeg()).unwrap();
 
     let output = dir.path().join("out");
-    let out = inference(
-        &input,
-        &output,
-        &["--output_partition_count", "2", "--enable_metadata"],
-    );
+    let out = inference(&input, &output, &["--output_partition_count", "2", "--enable_metadata"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("31 samples embedded"),
         "{}",
@@ -121,37 +86,19 @@ fn files_dataset_skips_corrupt_images_and_keeps_everything_else() {
     );
 
     let summary = python_summary(&output);
-    assert_eq!(
-        summary.as_object().unwrap().keys().collect::<Vec<_>>(),
-        vec!["0", "1"]
-    );
+    assert_eq!(summary.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["0", "1"]);
     let (total, paths) = check_partitions(&summary, true, true);
     assert_eq!(total, 31);
     let unique: BTreeSet<_> = paths.iter().cloned().collect();
     assert_eq!(unique.len(), 31, "duplicate rows");
     assert!(paths.iter().any(|p| p.ends_with("sub/UPPER.JPG")));
-    assert!(!paths
-        .iter()
-        .any(|p| p.contains("garbage") || p.contains("truncated") || p.contains("no_caption")));
+    assert!(!paths.iter().any(|p| p.contains("garbage") || p.contains("truncated") || p.contains("no_caption")));
     let columns = summary["0"]["columns"].as_array().unwrap();
-    for c in [
-        "image_path",
-        "caption",
-        "color",
-        "shape",
-        "size",
-        "background",
-    ] {
-        assert!(
-            columns.iter().any(|v| v == c),
-            "column {c} missing: {columns:?}"
-        );
+    for c in ["image_path", "caption", "color", "shape", "size", "background"] {
+        assert!(columns.iter().any(|v| v == c), "column {c} missing: {columns:?}");
     }
     let stats = stats(&output);
-    let skipped: u64 = stats
-        .iter()
-        .map(|s| s["skipped_count"].as_u64().unwrap())
-        .sum();
+    let skipped: u64 = stats.iter().map(|s| s["skipped_count"].as_u64().unwrap()).sum();
     assert_eq!(skipped, 2);
     let reasons: Vec<String> = stats
         .iter()
@@ -159,14 +106,10 @@ fn files_dataset_skips_corrupt_images_and_keeps_everything_else() {
         .map(|v| v["input"].as_str().unwrap().to_string())
         .collect();
     assert!(
-        reasons.iter().any(|r| r.ends_with("garbage.jpg"))
-            && reasons.iter().any(|r| r.ends_with("truncated.png")),
+        reasons.iter().any(|r| r.ends_with("garbage.jpg")) && reasons.iter().any(|r| r.ends_with("truncated.png")),
         "{reasons:?}"
     );
-    let samples: u64 = stats
-        .iter()
-        .map(|s| s["sample_count"].as_u64().unwrap())
-        .sum();
+    let samples: u64 = stats.iter().map(|s| s["sample_count"].as_u64().unwrap()).sum();
     assert_eq!(samples, 31);
 }
 
@@ -196,32 +139,19 @@ fn webdataset_shards_stream_and_a_truncated_shard_keeps_its_good_samples() {
     std::fs::write(&last, &bytes[..bytes.len() / 2 + 100]).unwrap();
     let output = dir.path().join("out");
     let pattern = format!("{}/{{00000..00003}}.tar", shards.display());
-    inference(
-        Path::new(&pattern),
-        &output,
-        &["--input_format", "webdataset", "--enable_metadata", "True"],
-    );
+    inference(Path::new(&pattern), &output, &["--input_format", "webdataset", "--enable_metadata", "True"]);
     let summary = python_summary(&output);
     let (total, keys) = check_partitions(&summary, true, true);
     assert!((120..160).contains(&total), "{total} rows");
     let unique: BTreeSet<_> = keys.iter().cloned().collect();
     assert_eq!(unique.len(), total);
     for i in 0..120 {
-        assert!(
-            unique.contains(&format!("{i:09}")),
-            "sample {i} of the intact shards is missing"
-        );
+        assert!(unique.contains(&format!("{i:09}")), "sample {i} of the intact shards is missing");
     }
-    let skipped: u64 = stats(&output)
-        .iter()
-        .map(|s| s["skipped_count"].as_u64().unwrap())
-        .sum();
+    let skipped: u64 = stats(&output).iter().map(|s| s["skipped_count"].as_u64().unwrap()).sum();
     assert_eq!(skipped, 1, "the truncated shard counts once");
     let captions = summary["0"]["caption"].as_array().unwrap();
-    assert_eq!(
-        captions[0].as_str().unwrap(),
-        clip_synthetic::render(7, 0).caption
-    );
+    assert_eq!(captions[0].as_str().unwrap(), clip_synthetic::render(7, 0).caption);
 }
 
 #[test]
@@ -231,24 +161,11 @@ fn parquet_input_reads_img2dataset_style_files_and_skips_a_broken_file() {
     sample_dataset(&input, 60, 8, "parquet"); // 2 files
     std::fs::write(input.join("00009.parquet"), b"PAR1 not really").unwrap();
     let output = dir.path().join("out");
-    inference(
-        &input,
-        &output,
-        &[
-            "--input_format",
-            "parquet",
-            "--enable_metadata",
-            "--output_partition_count",
-            "3",
-        ],
-    );
+    inference(&input, &output, &["--input_format", "parquet", "--enable_metadata", "--output_partition_count", "3"]);
     let (total, keys) = check_partitions(&python_summary(&output), true, true);
     assert_eq!(total, 60);
     assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), 60);
-    let skipped: u64 = stats(&output)
-        .iter()
-        .map(|s| s["skipped_count"].as_u64().unwrap())
-        .sum();
+    let skipped: u64 = stats(&output).iter().map(|s| s["skipped_count"].as_u64().unwrap()).sum();
     assert_eq!(skipped, 1);
 }
 
@@ -268,33 +185,15 @@ fn bad_invocations_fail_with_a_clear_message() {
     let msg = failing(&["inference", "--input_dataset", e, "--output_folder", o]);
     assert!(msg.contains(e) && msg.contains("no image files"), "{msg}");
     let missing = dir.path().join("does-not-exist");
-    let msg = failing(&[
-        "inference",
-        "--input_dataset",
-        missing.to_str().unwrap(),
-        "--output_folder",
-        o,
-    ]);
+    let msg = failing(&["inference", "--input_dataset", missing.to_str().unwrap(), "--output_folder", o]);
     assert!(msg.contains("does-not-exist"), "{msg}");
-    let msg = failing(&[
-        "inference",
-        "--input_dataset",
-        e,
-        "--output_folder",
-        o,
-        "--input_format",
-        "csv",
-    ]);
+    let msg = failing(&["inference", "--input_dataset", e, "--output_folder", o, "--input_format", "csv"]);
     assert!(msg.contains("csv") && msg.contains("webdataset"), "{msg}");
 
     sample_dataset(&dir.path().join("ds"), 2, 1, "files");
     let broken_model = dir.path().join("model");
     std::fs::create_dir_all(&broken_model).unwrap();
-    std::fs::copy(
-        shipped_model().join("config.json"),
-        broken_model.join("config.json"),
-    )
-    .unwrap();
+    std::fs::copy(shipped_model().join("config.json"), broken_model.join("config.json")).unwrap();
     let msg = failing(&[
         "inference",
         "--input_dataset",
@@ -304,12 +203,6 @@ fn bad_invocations_fail_with_a_clear_message() {
         "--clip_model",
         broken_model.to_str().unwrap(),
     ]);
-    assert!(
-        msg.contains("visual/model.onnx") && msg.contains("missing"),
-        "{msg}"
-    );
-    assert!(
-        !out.join("stats").exists(),
-        "a failed run must not mark partitions finished"
-    );
+    assert!(msg.contains("visual/model.onnx") && msg.contains("missing"), "{msg}");
+    assert!(!out.join("stats").exists(), "a failed run must not mark partitions finished");
 }

@@ -14,8 +14,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn shipped_model_meets_zero_shot_and_recall_targets() {
-    let model =
-        ClipModel::load(&shipped_model(), SessionOptions::default()).expect("shipped model loads");
+    let model = ClipModel::load(&shipped_model(), SessionOptions::default()).expect("shipped model loads");
     let samples: Vec<_> = (0..N).map(|i| render(HELD_OUT_SEED, i)).collect();
     let mut pixels = Vec::new();
     for s in &samples {
@@ -23,10 +22,7 @@ fn shipped_model_meets_zero_shot_and_recall_targets() {
     }
     let images = model.encode_images(&pixels).unwrap();
 
-    let classes: Vec<(&str, &str)> = COLORS
-        .iter()
-        .flat_map(|(c, _)| SHAPES.iter().map(move |s| (*c, *s)))
-        .collect();
+    let classes: Vec<(&str, &str)> = COLORS.iter().flat_map(|(c, _)| SHAPES.iter().map(move |s| (*c, *s))).collect();
     let prompts: Vec<String> = classes.iter().map(|(c, s)| format!("a {c} {s}")).collect();
     let prompt_refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let class_embs = model.encode_texts(&prompt_refs).unwrap();
@@ -34,9 +30,8 @@ fn shipped_model_meets_zero_shot_and_recall_targets() {
         .iter()
         .zip(&images)
         .filter(|(s, e)| {
-            let best = (0..classes.len())
-                .max_by(|&a, &b| dot(e, &class_embs[a]).total_cmp(&dot(e, &class_embs[b])))
-                .unwrap();
+            let best =
+                (0..classes.len()).max_by(|&a, &b| dot(e, &class_embs[a]).total_cmp(&dot(e, &class_embs[b]))).unwrap();
             classes[best] == (s.attributes.color, s.attributes.shape)
         })
         .count();
@@ -67,12 +62,6 @@ fn trimmed_caption_batches_equal_full_length_ones() {
     assert!(model.trims_captions());
     let alone = model.encode_texts(&["a red circle"]).unwrap();
     let long = "a large purple diamond on a black background ".repeat(8);
-    let together = model
-        .encode_texts(&["a red circle", long.as_str()])
-        .unwrap();
-    assert!(
-        dot(&alone[0], &together[0]) > 0.99999,
-        "{}",
-        dot(&alone[0], &together[0])
-    );
+    let together = model.encode_texts(&["a red circle", long.as_str()]).unwrap();
+    assert!(dot(&alone[0], &together[0]) > 0.99999, "{}", dot(&alone[0], &together[0]));
 }

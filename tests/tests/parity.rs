@@ -14,11 +14,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 fn reference() -> Value {
@@ -31,17 +27,8 @@ fn token_ids_equal_open_clip_s_tokenizer() {
     let model = ClipModel::load(&shipped_model(), SessionOptions::default()).unwrap();
     for c in reference()["captions"].as_array().unwrap() {
         let text = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(
-            model.tokenizer.encode(text).unwrap(),
-            want,
-            "caption {text:?}"
-        );
+        let want: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(model.tokenizer.encode(text).unwrap(), want, "caption {text:?}");
     }
 }
 
@@ -49,10 +36,7 @@ fn token_ids_equal_open_clip_s_tokenizer() {
 fn caption_embeddings_match_pytorch() {
     let model = ClipModel::load(&shipped_model(), SessionOptions::default()).unwrap();
     let captions = reference()["captions"].as_array().unwrap().clone();
-    let texts: Vec<&str> = captions
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> = captions.iter().map(|c| c["text"].as_str().unwrap()).collect();
     // One batch (trimmed to its longest caption) and one caption at a time must both match.
     let batched = model.encode_texts(&texts).unwrap();
     for (i, c) in captions.iter().enumerate() {
@@ -76,12 +60,7 @@ fn image_embeddings_match_pytorch_for_every_size_and_mode() {
         let file = img["file"].as_str().unwrap();
         let bytes = std::fs::read(dir.join(file)).unwrap();
         let upright = clip_model::preprocess::decode_rgb(&bytes).unwrap();
-        let size: Vec<u64> = img["size"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
+        let size: Vec<u64> = img["size"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         assert_eq!(
             vec![upright.width as u64, upright.height as u64],
             size,
@@ -98,16 +77,10 @@ fn image_embeddings_match_pytorch_for_every_size_and_mode() {
     println!("worst image cosine {:.6} ({})", worst.0, worst.1);
     // The 0.999 bar means something only if different images are far apart in this model.
     let refs: Vec<Vec<f32>> = images.iter().map(|i| floats(&i["embedding"])).collect();
-    let pairs: Vec<f32> = refs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, a)| refs[i + 1..].iter().map(move |b| cosine(a, b)))
-        .collect();
+    let pairs: Vec<f32> =
+        refs.iter().enumerate().flat_map(|(i, a)| refs[i + 1..].iter().map(move |b| cosine(a, b))).collect();
     let mean = pairs.iter().sum::<f32>() / pairs.len() as f32;
-    assert!(
-        mean < 0.95,
-        "fixture images are not distinguishable by the model (mean pairwise cosine {mean})"
-    );
+    assert!(mean < 0.95, "fixture images are not distinguishable by the model (mean pairwise cosine {mean})");
 }
 
 fn copy(from: &std::path::Path, to: &std::path::Path) {
@@ -118,15 +91,8 @@ fn copy(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn immich_style_static_export_loads_and_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    let (shipped, fixtures) = (
-        shipped_model(),
-        repo_root().join("tests/fixtures/immich-static"),
-    );
-    for f in [
-        "config.json",
-        "visual/preprocess_cfg.json",
-        "textual/tokenizer.json",
-    ] {
+    let (shipped, fixtures) = (shipped_model(), repo_root().join("tests/fixtures/immich-static"));
+    for f in ["config.json", "visual/preprocess_cfg.json", "textual/tokenizer.json"] {
         copy(&shipped.join(f), &dir.path().join(f));
     }
     for f in ["visual/model.onnx", "textual/model.onnx"] {
@@ -134,37 +100,17 @@ fn immich_style_static_export_loads_and_agrees() {
     }
     let immich = ClipModel::load(dir.path(), SessionOptions::default()).unwrap();
     let ours = ClipModel::load(&shipped, SessionOptions::default()).unwrap();
-    assert!(
-        !immich.trims_captions(),
-        "a fixed [1, 77] text input cannot be trimmed"
-    );
+    assert!(!immich.trims_captions(), "a fixed [1, 77] text input cannot be trimmed");
     // Batches larger than the export's fixed batch of 1 are split and padded transparently.
-    let captions = [
-        "a red circle",
-        "",
-        "a large yellow square on a black background",
-    ];
-    for (a, b) in immich
-        .encode_texts(&captions)
-        .unwrap()
-        .iter()
-        .zip(ours.encode_texts(&captions).unwrap())
-    {
+    let captions = ["a red circle", "", "a large yellow square on a black background"];
+    for (a, b) in immich.encode_texts(&captions).unwrap().iter().zip(ours.encode_texts(&captions).unwrap()) {
         assert!(cosine(a, &b) > 0.9999, "{}", cosine(a, &b));
     }
     let mut pixels = Vec::new();
     for i in 0..3 {
-        pixels.extend(
-            ours.preprocess_image(&clip_synthetic::render(3, i).jpeg())
-                .unwrap(),
-        );
+        pixels.extend(ours.preprocess_image(&clip_synthetic::render(3, i).jpeg()).unwrap());
     }
-    for (a, b) in immich
-        .encode_images(&pixels)
-        .unwrap()
-        .iter()
-        .zip(ours.encode_images(&pixels).unwrap())
-    {
+    for (a, b) in immich.encode_images(&pixels).unwrap().iter().zip(ours.encode_images(&pixels).unwrap()) {
         assert!(cosine(a, &b) > 0.9999, "{}", cosine(a, &b));
     }
 }

@@ -35,17 +35,10 @@ fn killed_run_resumes_with_no_missing_and_no_duplicate_samples() {
     args(&mut first);
     let mut child = first.spawn().unwrap();
     let stats_dir = output.join("stats");
-    let done = |d: &std::path::Path| {
-        std::fs::read_dir(d)
-            .map(|r| r.flatten().filter(is_stats).count())
-            .unwrap_or(0)
-    };
+    let done = |d: &std::path::Path| std::fs::read_dir(d).map(|r| r.flatten().filter(is_stats).count()).unwrap_or(0);
     let start = Instant::now();
     while done(&stats_dir) < 2 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run finished before it could be killed; make it longer"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed; make it longer");
         assert!(start.elapsed() < Duration::from_secs(120));
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -63,15 +56,9 @@ fn killed_run_resumes_with_no_missing_and_no_duplicate_samples() {
     args(&mut second);
     let out = run(&mut second, true);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("{} already done", finished_before.len())),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("{} already done", finished_before.len())), "{stdout}");
     for (name, mtime) in &finished_before {
-        let now = std::fs::metadata(stats_dir.join(name))
-            .unwrap()
-            .modified()
-            .unwrap();
+        let now = std::fs::metadata(stats_dir.join(name)).unwrap().modified().unwrap();
         assert_eq!(&now, mtime, "finished partition {name:?} was recomputed");
     }
 
@@ -88,14 +75,8 @@ fn killed_run_resumes_with_no_missing_and_no_duplicate_samples() {
     }
     assert_eq!(seen.len(), 480, "missing samples");
     assert!(seen.values().all(|&n| n == 1), "duplicated samples");
-    let leftovers: Vec<_> = walk(&output)
-        .into_iter()
-        .filter(|p| p.contains(".tmp-"))
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "temporary files left behind: {leftovers:?}"
-    );
+    let leftovers: Vec<_> = walk(&output).into_iter().filter(|p| p.contains(".tmp-")).collect();
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 }
 
 /// A finished partition's stats file (not a temporary being written).

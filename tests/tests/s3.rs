@@ -37,30 +37,21 @@ fn inference_reads_and_writes_s3_and_loads_the_model_from_s3() {
     ]);
     s3.configure(&mut render);
     run(&mut render, true);
-    assert!(
-        bucket.join("shards/00002.tar").is_file(),
-        "sample-dataset did not write to S3"
-    );
+    assert!(bucket.join("shards/00002.tar").is_file(), "sample-dataset did not write to S3");
 
     let infer = || {
         let mut c = cli();
-        c.args([
-            "inference",
-            "--input_dataset",
-            "s3://data/shards/{00000..00002}.tar",
-            "--input_format",
-            "webdataset",
-        ])
-        .args([
-            "--output_folder",
-            "s3://data/embeddings",
-            "--clip_model",
-            "s3://data/models/tiny-clip",
-            "--no_progress",
-        ])
-        .args(["--output_partition_count", "2"])
-        .arg("--clip_cache_path")
-        .arg(cache.path());
+        c.args(["inference", "--input_dataset", "s3://data/shards/{00000..00002}.tar", "--input_format", "webdataset"])
+            .args([
+                "--output_folder",
+                "s3://data/embeddings",
+                "--clip_model",
+                "s3://data/models/tiny-clip",
+                "--no_progress",
+            ])
+            .args(["--output_partition_count", "2"])
+            .arg("--clip_cache_path")
+            .arg(cache.path());
         s3.configure(&mut c);
         run(&mut c, true)
     };
@@ -70,13 +61,7 @@ fn inference_reads_and_writes_s3_and_loads_the_model_from_s3() {
         "{}",
         String::from_utf8_lossy(&first.stdout)
     );
-    assert!(
-        cache
-            .path()
-            .join("data/models/tiny-clip/visual/model.onnx")
-            .is_file(),
-        "model not cached locally"
-    );
+    assert!(cache.path().join("data/models/tiny-clip/visual/model.onnx").is_file(), "model not cached locally");
 
     let summary = python_summary(&bucket.join("embeddings"));
     let rows: u64 = summary
@@ -91,10 +76,7 @@ fn inference_reads_and_writes_s3_and_loads_the_model_from_s3() {
         })
         .sum();
     assert_eq!(rows, 50);
-    assert!(
-        bucket.join("embeddings/stats/0.json").is_file()
-            && bucket.join("embeddings/stats/1.json").is_file()
-    );
+    assert!(bucket.join("embeddings/stats/0.json").is_file() && bucket.join("embeddings/stats/1.json").is_file());
 
     // A rerun finds both partitions finished on S3.
     let second = infer();
@@ -109,14 +91,7 @@ fn inference_reads_and_writes_s3_and_loads_the_model_from_s3() {
 fn wrong_s3_credentials_are_a_clear_error() {
     let s3 = S3Server::start(&["data"]);
     let mut c = cli();
-    c.args([
-        "inference",
-        "--input_dataset",
-        "s3://data/nothing",
-        "--output_folder",
-        "s3://data/out",
-        "--no_progress",
-    ]);
+    c.args(["inference", "--input_dataset", "s3://data/nothing", "--output_folder", "s3://data/out", "--no_progress"]);
     s3.configure(&mut c);
     c.env("AWS_SECRET_ACCESS_KEY", "wrong");
     let out = run(&mut c, false);

@@ -23,22 +23,12 @@ pub fn brace_expand(pattern: &str) -> Vec<String> {
     let Some(close) = close else {
         return vec![pattern.to_string()];
     };
-    let (head, body, tail) = (
-        &pattern[..open],
-        &pattern[open + 1..close],
-        &pattern[close + 1..],
-    );
+    let (head, body, tail) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
     let alternatives: Vec<String> = match body.split_once("..") {
-        Some((a, b))
-            if !body.contains(',') && a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok() =>
-        {
+        Some((a, b)) if !body.contains(',') && a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok() => {
             let (x, y) = (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap());
             let width = a.len();
-            let range: Vec<u64> = if x <= y {
-                (x..=y).collect()
-            } else {
-                (y..=x).rev().collect()
-            };
+            let range: Vec<u64> = if x <= y { (x..=y).collect() } else { (y..=x).rev().collect() };
             range.into_iter().map(|n| format!("{n:0width$}")).collect()
         }
         _ => split_top_level(body),
@@ -75,14 +65,8 @@ mod tests {
 
     #[test]
     fn expands_ranges_lists_and_nesting() {
-        assert_eq!(
-            brace_expand("s3://b/{000..002}.tar"),
-            vec!["s3://b/000.tar", "s3://b/001.tar", "s3://b/002.tar"]
-        );
-        assert_eq!(
-            brace_expand("{a,b}/{1..2}"),
-            vec!["a/1", "a/2", "b/1", "b/2"]
-        );
+        assert_eq!(brace_expand("s3://b/{000..002}.tar"), vec!["s3://b/000.tar", "s3://b/001.tar", "s3://b/002.tar"]);
+        assert_eq!(brace_expand("{a,b}/{1..2}"), vec!["a/1", "a/2", "b/1", "b/2"]);
         assert_eq!(brace_expand("x{a,{b,c}}"), vec!["xa", "xb", "xc"]);
         assert_eq!(brace_expand("plain.tar"), vec!["plain.tar"]);
         assert_eq!(brace_expand("{8..10}"), vec!["8", "9", "10"]);

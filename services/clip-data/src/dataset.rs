@@ -33,9 +33,7 @@ impl std::str::FromStr for InputFormat {
             "files" => Ok(Self::Files),
             "webdataset" => Ok(Self::Webdataset),
             "parquet" => Ok(Self::Parquet),
-            _ => Err(format!(
-                "unknown input format {s:?}: expected files, webdataset or parquet"
-            )),
+            _ => Err(format!("unknown input format {s:?}: expected files, webdataset or parquet")),
         }
     }
 }
@@ -127,8 +125,7 @@ impl DatasetPlan {
     ) -> Result<Self> {
         let units = match format {
             InputFormat::Files => {
-                let (units, has_text, has_json) =
-                    list_files_dataset(&Location::parse(input), &options)?;
+                let (units, has_text, has_json) = list_files_dataset(&Location::parse(input), &options)?;
                 options.enable_text &= has_text;
                 options.enable_metadata &= has_json;
                 match subset_size {
@@ -136,67 +133,40 @@ impl DatasetPlan {
                     None => units,
                 }
             }
-            InputFormat::Webdataset => list_containers(input, "tar")?
-                .into_iter()
-                .map(InputUnit::Shard)
-                .collect(),
-            InputFormat::Parquet => list_containers(input, "parquet")?
-                .into_iter()
-                .map(InputUnit::ParquetFile)
-                .collect(),
+            InputFormat::Webdataset => list_containers(input, "tar")?.into_iter().map(InputUnit::Shard).collect(),
+            InputFormat::Parquet => {
+                list_containers(input, "parquet")?.into_iter().map(InputUnit::ParquetFile).collect()
+            }
         };
         if units.is_empty() {
             let what = match format {
-                InputFormat::Files if options.enable_image => {
-                    "no image files (jpg, jpeg, png, webp, bmp)"
-                }
+                InputFormat::Files if options.enable_image => "no image files (jpg, jpeg, png, webp, bmp)",
                 InputFormat::Files => "no caption files",
                 InputFormat::Webdataset => "no .tar shards",
                 InputFormat::Parquet => "no .parquet files",
             };
-            return Err(DataError::Empty {
-                path: input.to_string(),
-                reason: format!("the input dataset has {what}"),
-            });
+            return Err(DataError::Empty { path: input.to_string(), reason: format!("the input dataset has {what}") });
         }
-        Ok(Self {
-            format,
-            units,
-            options,
-        })
+        Ok(Self { format, units, options })
     }
 
     /// The number of partitions clip-retrieval would choose: one per `write_batch_size` samples (files), or per
     /// `write_batch_size / samples_per_container` containers, never more partitions than units.
-    pub fn default_partition_count(
-        &self,
-        write_batch_size: usize,
-        samples_per_container: usize,
-    ) -> usize {
+    pub fn default_partition_count(&self, write_batch_size: usize, samples_per_container: usize) -> usize {
         let samples = match self.format {
             InputFormat::Files => self.units.len(),
             _ => self.units.len() * samples_per_container,
         };
-        samples
-            .div_ceil(write_batch_size.max(1))
-            .clamp(1, self.units.len())
+        samples.div_ceil(write_batch_size.max(1)).clamp(1, self.units.len())
     }
 
     /// The units of partition `id` out of `count`.
     pub fn partition(&self, id: usize, count: usize) -> Vec<InputUnit> {
-        self.units
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % count == id)
-            .map(|(_, u)| u.clone())
-            .collect()
+        self.units.iter().enumerate().filter(|(i, _)| i % count == id).map(|(_, u)| u.clone()).collect()
     }
 }
 
-fn list_files_dataset(
-    root: &Location,
-    options: &ReadOptions,
-) -> Result<(Vec<InputUnit>, bool, bool)> {
+fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<InputUnit>, bool, bool)> {
     #[derive(Default)]
     struct Parts {
         image: Option<Location>,
@@ -211,11 +181,7 @@ fn list_files_dataset(
         let Some((key, ext)) = rel.rsplit_once('.') else {
             continue;
         };
-        if key
-            .rsplit('/')
-            .next()
-            .is_some_and(|name| name.starts_with('.'))
-        {
+        if key.rsplit('/').next().is_some_and(|name| name.starts_with('.')) {
             continue; // hidden and temporary files
         }
         let ext = ext.to_ascii_lowercase();
@@ -238,12 +204,7 @@ fn list_files_dataset(
                 && (!need_text || p.text.is_some())
                 && (options.enable_image || need_text)
         })
-        .map(|(key, p)| InputUnit::FileSample {
-            key,
-            image: p.image,
-            text: p.text,
-            json: p.json,
-        })
+        .map(|(key, p)| InputUnit::FileSample { key, image: p.image, text: p.text, json: p.json })
         .collect();
     Ok((units, has_text, has_json))
 }
@@ -251,19 +212,13 @@ fn list_files_dataset(
 /// Shards or parquet files named by a brace pattern, a single file, or a folder holding them.
 fn list_containers(input: &str, ext: &str) -> Result<Vec<Location>> {
     if input.contains('{') {
-        return Ok(brace_expand(input)
-            .iter()
-            .map(|s| Location::parse(s))
-            .collect());
+        return Ok(brace_expand(input).iter().map(|s| Location::parse(s)).collect());
     }
     let loc = Location::parse(input);
     if loc.file_name().ends_with(&format!(".{ext}")) && storage::exists(&loc)? {
         return Ok(vec![loc]);
     }
-    Ok(storage::list(&loc)?
-        .into_iter()
-        .filter(|l| l.file_name().ends_with(&format!(".{ext}")))
-        .collect())
+    Ok(storage::list(&loc)?.into_iter().filter(|l| l.file_name().ends_with(&format!(".{ext}"))).collect())
 }
 
 /// Reads every unit of a partition, in order, calling `emit` for each sample or skipped input.
@@ -286,9 +241,7 @@ pub fn read_units(
     };
     for unit in units {
         let go_on = match unit {
-            InputUnit::FileSample {
-                image, text, json, ..
-            } => gated(read_file_sample(image, text, json, options)),
+            InputUnit::FileSample { image, text, json, .. } => gated(read_file_sample(image, text, json, options)),
             InputUnit::Shard(loc) => read_shard(loc, options, &mut gated),
             InputUnit::ParquetFile(loc) => read_parquet(loc, options, &mut gated),
         };
@@ -300,10 +253,7 @@ pub fn read_units(
 }
 
 fn skipped(input: impl std::fmt::Display, reason: impl std::fmt::Display) -> ReadEvent {
-    ReadEvent::Skipped(SkippedInput {
-        input: input.to_string(),
-        reason: reason.to_string(),
-    })
+    ReadEvent::Skipped(SkippedInput { input: input.to_string(), reason: reason.to_string() })
 }
 
 /// Parses a metadata JSON object; the error is the reason to skip the sample.
@@ -339,10 +289,7 @@ fn read_file_sample(
         }
     }
     if let Some(j) = json.as_ref().filter(|_| o.enable_metadata) {
-        match storage::read(j)
-            .map_err(|e| e.to_string())
-            .and_then(|b| parse_metadata(&b))
-        {
+        match storage::read(j).map_err(|e| e.to_string()).and_then(|b| parse_metadata(&b)) {
             Ok(m) => sample.metadata = Some(m),
             Err(reason) => return skipped(j, reason),
         }
@@ -376,19 +323,13 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
                         return false;
                     }
                 }
-                return emit(skipped(
-                    loc,
-                    format!("corrupt tar, rest of the shard skipped: {e}"),
-                ));
+                return emit(skipped(loc, format!("corrupt tar, rest of the shard skipped: {e}")));
             }
         };
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = entry
-            .path()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let path = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let (dir, base) = path
             .rsplit_once('/')
             .map(|(d, b)| (format!("{d}/"), b.to_string()))
@@ -404,10 +345,7 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
                     return false;
                 }
             }
-            return emit(skipped(
-                format!("{loc}:{path}"),
-                format!("corrupt tar, rest of the shard skipped: {e}"),
-            ));
+            return emit(skipped(format!("{loc}:{path}"), format!("corrupt tar, rest of the shard skipped: {e}")));
         }
         if current.as_ref().is_some_and(|(k, _)| *k != key) {
             let (k, members) = current.take().expect("checked");
@@ -415,10 +353,7 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
                 return false;
             }
         }
-        current
-            .get_or_insert_with(|| (key, BTreeMap::new()))
-            .1
-            .insert(ext.to_ascii_lowercase(), data);
+        current.get_or_insert_with(|| (key, BTreeMap::new())).1.insert(ext.to_ascii_lowercase(), data);
     }
     match current {
         Some((key, members)) => emit(shard_sample(loc, key, members, o)),
@@ -426,17 +361,9 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
     }
 }
 
-fn shard_sample(
-    loc: &Location,
-    key: String,
-    mut members: BTreeMap<String, Vec<u8>>,
-    o: &ReadOptions,
-) -> ReadEvent {
+fn shard_sample(loc: &Location, key: String, mut members: BTreeMap<String, Vec<u8>>, o: &ReadOptions) -> ReadEvent {
     let name = format!("{loc}:{key}");
-    let mut sample = RawSample {
-        image_path: key,
-        ..Default::default()
-    };
+    let mut sample = RawSample { image_path: key, ..Default::default() };
     if o.enable_image {
         match members.remove(&o.image_key) {
             Some(b) => sample.image = Some(b),
@@ -472,8 +399,7 @@ fn read_parquet(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent)
     let reader = std::fs::File::open(copy.path())
         .map_err(|e| e.to_string())
         .and_then(|f| {
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .map_err(|e| e.to_string())
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string())
         })
         .and_then(|b| b.with_batch_size(256).build().map_err(|e| e.to_string()));
     let reader = match reader {
@@ -484,12 +410,7 @@ fn read_parquet(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent)
     for batch in reader {
         let batch = match batch {
             Ok(b) => b,
-            Err(e) => {
-                return emit(skipped(
-                    loc,
-                    format!("corrupt parquet, rest of the file skipped: {e}"),
-                ))
-            }
+            Err(e) => return emit(skipped(loc, format!("corrupt parquet, rest of the file skipped: {e}"))),
         };
         let columns = match ParquetColumns::find(&batch, o) {
             Ok(c) => c,
@@ -515,32 +436,18 @@ impl ParquetColumns {
     fn find(batch: &RecordBatch, o: &ReadOptions) -> std::result::Result<Self, String> {
         let schema = batch.schema();
         let pick = |preferred: &str, fallbacks: &[&str]| {
-            std::iter::once(preferred)
-                .chain(fallbacks.iter().copied())
-                .find_map(|n| schema.index_of(n).ok())
+            std::iter::once(preferred).chain(fallbacks.iter().copied()).find_map(|n| schema.index_of(n).ok())
         };
         let image = pick(&o.image_key, &IMAGE_COLUMNS);
         let caption = pick(&o.caption_key, &CAPTION_COLUMNS);
         if o.enable_image && image.is_none() {
-            return Err(format!(
-                "no image column ({} or one of {IMAGE_COLUMNS:?})",
-                o.image_key
-            ));
+            return Err(format!("no image column ({} or one of {IMAGE_COLUMNS:?})", o.image_key));
         }
         if o.enable_text && caption.is_none() {
-            return Err(format!(
-                "no caption column ({} or one of {CAPTION_COLUMNS:?})",
-                o.caption_key
-            ));
+            return Err(format!("no caption column ({} or one of {CAPTION_COLUMNS:?})", o.caption_key));
         }
-        let path = ["url", "key", "image_path"]
-            .iter()
-            .find_map(|n| schema.index_of(n).ok());
-        Ok(Self {
-            image,
-            caption,
-            path,
-        })
+        let path = ["url", "key", "image_path"].iter().find_map(|n| schema.index_of(n).ok());
+        Ok(Self { image, caption, path })
     }
 
     fn sample(&self, batch: &RecordBatch, row: usize, name: &str, o: &ReadOptions) -> ReadEvent {
@@ -552,19 +459,13 @@ impl ParquetColumns {
             ..Default::default()
         };
         if o.enable_image {
-            match self
-                .image
-                .and_then(|c| cell_bytes(batch.column(c).as_ref(), row))
-            {
+            match self.image.and_then(|c| cell_bytes(batch.column(c).as_ref(), row)) {
                 Some(b) => sample.image = Some(b),
                 None => return skipped(name, "null or non-binary image cell"),
             }
         }
         if o.enable_text {
-            match self
-                .caption
-                .and_then(|c| cell_string(batch.column(c).as_ref(), row))
-            {
+            match self.caption.and_then(|c| cell_string(batch.column(c).as_ref(), row)) {
                 Some(t) => sample.caption = Some(t),
                 None => return skipped(name, "null caption"),
             }
@@ -596,8 +497,7 @@ fn cell_bytes(col: &dyn Array, row: usize) -> Option<Vec<u8>> {
         // Hugging Face datasets store images as struct<bytes: binary, path: string>.
         DataType::Struct(_) => {
             let s = col.as_struct();
-            s.column_by_name("bytes")
-                .and_then(|c| cell_bytes(c.as_ref(), row))
+            s.column_by_name("bytes").and_then(|c| cell_bytes(c.as_ref(), row))
         }
         _ => None,
     }

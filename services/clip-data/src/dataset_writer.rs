@@ -59,48 +59,22 @@ impl DatasetWriter {
     }
     /// Webdataset layout.
     pub fn webdataset(folder: Location, per_shard: usize) -> Self {
-        Self::Webdataset {
-            folder,
-            per_shard: per_shard.max(1),
-            shard: 0,
-            in_shard: 0,
-            tar: None,
-        }
+        Self::Webdataset { folder, per_shard: per_shard.max(1), shard: 0, in_shard: 0, tar: None }
     }
     /// Parquet layout.
     pub fn parquet(folder: Location, per_file: usize) -> Self {
-        Self::Parquet {
-            folder,
-            per_file: per_file.max(1),
-            file: 0,
-            rows: Vec::new(),
-        }
+        Self::Parquet { folder, per_file: per_file.max(1), file: 0, rows: Vec::new() }
     }
 
     /// Writes one sample.
     pub fn write(&mut self, s: OwnedSample) -> Result<()> {
         match self {
             Self::Files(folder) => {
-                crate::storage::write(
-                    &folder.join(&format!("{}.{}", s.key, s.image_ext)),
-                    &s.image,
-                )?;
-                crate::storage::write(
-                    &folder.join(&format!("{}.txt", s.key)),
-                    s.caption.as_bytes(),
-                )?;
-                crate::storage::write(
-                    &folder.join(&format!("{}.json", s.key)),
-                    s.metadata.to_string().as_bytes(),
-                )
+                crate::storage::write(&folder.join(&format!("{}.{}", s.key, s.image_ext)), &s.image)?;
+                crate::storage::write(&folder.join(&format!("{}.txt", s.key)), s.caption.as_bytes())?;
+                crate::storage::write(&folder.join(&format!("{}.json", s.key)), s.metadata.to_string().as_bytes())
             }
-            Self::Webdataset {
-                folder,
-                per_shard,
-                shard,
-                in_shard,
-                tar,
-            } => {
+            Self::Webdataset { folder, per_shard, shard, in_shard, tar } => {
                 if tar.is_none() {
                     let loc = folder.join(&format!("{shard:05}.tar"));
                     tar.replace(tar::Builder::new(OutputFile::create(&loc)?));
@@ -117,9 +91,7 @@ impl DatasetWriter {
                     header.set_size(data.len() as u64);
                     header.set_mode(0o644);
                     header.set_mtime(0);
-                    builder
-                        .append_data(&mut header, &name, data)
-                        .map_err(DataError::io(&name))?;
+                    builder.append_data(&mut header, &name, data).map_err(DataError::io(&name))?;
                 }
                 *in_shard += 1;
                 if *in_shard == *per_shard {
@@ -138,13 +110,7 @@ impl DatasetWriter {
     }
 
     fn close_shard(&mut self) -> Result<()> {
-        if let Self::Webdataset {
-            shard,
-            in_shard,
-            tar,
-            ..
-        } = self
-        {
+        if let Self::Webdataset { shard, in_shard, tar, .. } = self {
             if let Some(builder) = tar.take() {
                 let out = builder.into_inner().map_err(DataError::io("tar shard"))?;
                 out.commit()?;
@@ -156,21 +122,14 @@ impl DatasetWriter {
     }
 
     fn flush_parquet(&mut self) -> Result<()> {
-        let Self::Parquet {
-            folder, file, rows, ..
-        } = self
-        else {
+        let Self::Parquet { folder, file, rows, .. } = self else {
             return Ok(());
         };
         if rows.is_empty() {
             return Ok(());
         }
-        let (mut key, mut caption, mut jpg, mut meta) = (
-            StringBuilder::new(),
-            StringBuilder::new(),
-            BinaryBuilder::new(),
-            StringBuilder::new(),
-        );
+        let (mut key, mut caption, mut jpg, mut meta) =
+            (StringBuilder::new(), StringBuilder::new(), BinaryBuilder::new(), StringBuilder::new());
         for r in rows.iter() {
             key.append_value(&r.key);
             caption.append_value(&r.caption);
@@ -183,12 +142,8 @@ impl DatasetWriter {
             Field::new("jpg", DataType::Binary, false),
             Field::new("json", DataType::Utf8, false),
         ]));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(key.finish()),
-            Arc::new(caption.finish()),
-            Arc::new(jpg.finish()),
-            Arc::new(meta.finish()),
-        ];
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(key.finish()), Arc::new(caption.finish()), Arc::new(jpg.finish()), Arc::new(meta.finish())];
         let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match schema");
         let loc = folder.join(&format!("{file:05}.parquet"));
         let err = |e: parquet::errors::ParquetError| DataError::format(&loc, e);

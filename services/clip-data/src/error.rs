@@ -47,10 +47,7 @@ impl DataError {
 
     /// A format error about `path`.
     pub fn format(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
-        Self::Format {
-            path: path.to_string(),
-            reason: reason.to_string(),
-        }
+        Self::Format { path: path.to_string(), reason: reason.to_string() }
     }
 }
 

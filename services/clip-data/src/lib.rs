@@ -10,9 +10,7 @@ pub mod metadata;
 pub mod npy;
 pub mod storage;
 
-pub use dataset::{
-    DatasetPlan, InputFormat, InputUnit, RawSample, ReadEvent, ReadOptions, SkippedInput,
-};
+pub use dataset::{DatasetPlan, InputFormat, InputUnit, RawSample, ReadEvent, ReadOptions, SkippedInput};
 pub use error::{DataError, Result};
 pub use storage::Location;
 

@@ -3,9 +3,7 @@
 
 use crate::error::{DataError, Result};
 use crate::storage::{Location, OutputFile};
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-};
+use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -38,11 +36,7 @@ pub struct MetadataTable {
 
 fn flatten_into(prefix: &str, obj: &Map<String, Value>, out: &mut Map<String, Value>) {
     for (k, v) in obj {
-        let name = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
         match v {
             Value::Object(inner) if !inner.is_empty() => flatten_into(&name, inner, out),
             other => {
@@ -55,11 +49,7 @@ fn flatten_into(prefix: &str, obj: &Map<String, Value>, out: &mut Map<String, Va
 impl MetadataTable {
     /// A table with the fixed columns that clip-retrieval writes for these toggles.
     pub fn new(with_image_path: bool, with_caption: bool) -> Self {
-        Self {
-            with_image_path,
-            with_caption,
-            ..Default::default()
-        }
+        Self { with_image_path, with_caption, ..Default::default() }
     }
 
     /// Adds a row.
@@ -104,33 +94,23 @@ impl MetadataTable {
             string_column("caption", &mut self.rows.iter().map(|r| r.1.clone()));
         }
         for key in &self.keys {
-            let values: Vec<Option<&Value>> = self
-                .rows
-                .iter()
-                .map(|r| r.2.get(key).filter(|v| !v.is_null()))
-                .collect();
+            let values: Vec<Option<&Value>> = self.rows.iter().map(|r| r.2.get(key).filter(|v| !v.is_null())).collect();
             let (dtype, array) = json_column(&values);
             fields.push(Field::new(key, dtype, true));
             columns.push(array);
         }
         let schema = Arc::new(Schema::new(fields));
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(self.rows.len()));
-        RecordBatch::try_new_with_options(schema, columns, &options)
-            .expect("columns built to the schema")
+        RecordBatch::try_new_with_options(schema, columns, &options).expect("columns built to the schema")
     }
 
     /// Writes the table as parquet (snappy) to `target`, atomically.
     pub fn write(&self, target: &Location) -> Result<()> {
         let batch = self.to_record_batch();
         let mut out = OutputFile::create(target)?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
-        let err = |e: parquet::errors::ParquetError| {
-            DataError::format(target, format!("writing parquet: {e}"))
-        };
-        let mut writer =
-            ArrowWriter::try_new(out.file(), batch.schema(), Some(props)).map_err(err)?;
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let err = |e: parquet::errors::ParquetError| DataError::format(target, format!("writing parquet: {e}"));
+        let mut writer = ArrowWriter::try_new(out.file(), batch.schema(), Some(props)).map_err(err)?;
         writer.write(&batch).map_err(err)?;
         writer.close().map_err(err)?;
         out.commit()
@@ -142,23 +122,17 @@ fn json_column(values: &[Option<&Value>]) -> (DataType, ArrayRef) {
     let present = || values.iter().flatten();
     if present().all(|v| v.is_boolean()) && present().next().is_some() {
         let mut b = BooleanBuilder::new();
-        values
-            .iter()
-            .for_each(|v| b.append_option(v.and_then(Value::as_bool)));
+        values.iter().for_each(|v| b.append_option(v.and_then(Value::as_bool)));
         return (DataType::Boolean, Arc::new(b.finish()));
     }
     if present().all(|v| v.is_i64()) && present().next().is_some() {
         let mut b = Int64Builder::new();
-        values
-            .iter()
-            .for_each(|v| b.append_option(v.and_then(Value::as_i64)));
+        values.iter().for_each(|v| b.append_option(v.and_then(Value::as_i64)));
         return (DataType::Int64, Arc::new(b.finish()));
     }
     if present().all(|v| v.is_number()) && present().next().is_some() {
         let mut b = Float64Builder::new();
-        values
-            .iter()
-            .for_each(|v| b.append_option(v.and_then(Value::as_f64)));
+        values.iter().for_each(|v| b.append_option(v.and_then(Value::as_f64)));
         return (DataType::Float64, Arc::new(b.finish()));
     }
     let mut b = StringBuilder::new();
@@ -173,11 +147,9 @@ fn json_column(values: &[Option<&Value>]) -> (DataType, ArrayRef) {
 
 /// Reads a metadata parquet file back as JSON rows (tests and tools).
 pub fn read_rows(bytes: Vec<u8>, name: &str) -> Result<Vec<Map<String, Value>>> {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        bytes::Bytes::from(bytes),
-    )
-    .and_then(|b| b.build())
-    .map_err(|e| DataError::format(name, e))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|b| b.build())
+        .map_err(|e| DataError::format(name, e))?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| DataError::format(name, e))?;
@@ -186,8 +158,7 @@ pub fn read_rows(bytes: Vec<u8>, name: &str) -> Result<Vec<Map<String, Value>>> 
         w.write(&batch).map_err(|e| DataError::format(name, e))?;
         w.finish().map_err(|e| DataError::format(name, e))?;
         if !buf.is_empty() {
-            let rows: Vec<Map<String, Value>> =
-                serde_json::from_slice(&buf).map_err(|e| DataError::format(name, e))?;
+            let rows: Vec<Map<String, Value>> = serde_json::from_slice(&buf).map_err(|e| DataError::format(name, e))?;
             out.extend(rows);
         }
     }
@@ -214,12 +185,7 @@ mod tests {
             metadata: m(json!({"w": 4, "flag": true})),
         });
         let b = t.to_record_batch();
-        let names: Vec<String> = b
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, vec!["image_path", "caption", "w", "s.a", "flag"]);
         assert_eq!(b.schema().field(2).data_type(), &DataType::Int64);
         assert_eq!(b.schema().field(3).data_type(), &DataType::Float64);

@@ -39,10 +39,7 @@ impl NpyDtype {
 
 /// The version 1.0 header numpy writes for a C-order 2-D array.
 pub fn header(dtype: NpyDtype, rows: usize, cols: usize) -> Vec<u8> {
-    let mut dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}",
-        dtype.descr()
-    );
+    let mut dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}", dtype.descr());
     dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(rows.to_string().len())));
     let hlen = dict.len() + 1;
     let pad = ARRAY_ALIGN - ((MAGIC.len() + 2 + 2 + hlen) % ARRAY_ALIGN);
@@ -69,13 +66,7 @@ impl<W: Write + Seek> NpyWriter<W> {
     /// Starts a file of `cols`-wide rows.
     pub fn new(mut sink: W, dtype: NpyDtype, cols: usize) -> std::io::Result<Self> {
         sink.write_all(&header(dtype, 0, cols))?;
-        Ok(Self {
-            sink,
-            dtype,
-            cols,
-            rows: 0,
-            buf: Vec::new(),
-        })
+        Ok(Self { sink, dtype, cols, rows: 0, buf: Vec::new() })
     }
 
     /// Appends one row.
@@ -83,12 +74,8 @@ impl<W: Write + Seek> NpyWriter<W> {
         assert_eq!(row.len(), self.cols, "row width differs from the file's");
         self.buf.clear();
         match self.dtype {
-            NpyDtype::F16 => row
-                .iter()
-                .for_each(|v| self.buf.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
-            NpyDtype::F32 => row
-                .iter()
-                .for_each(|v| self.buf.extend_from_slice(&v.to_le_bytes())),
+            NpyDtype::F16 => row.iter().for_each(|v| self.buf.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+            NpyDtype::F32 => row.iter().for_each(|v| self.buf.extend_from_slice(&v.to_le_bytes())),
         }
         self.rows += 1;
         self.sink.write_all(&self.buf)
@@ -103,8 +90,7 @@ impl<W: Write + Seek> NpyWriter<W> {
     pub fn finish(mut self) -> std::io::Result<W> {
         self.sink.flush()?;
         self.sink.seek(SeekFrom::Start(0))?;
-        self.sink
-            .write_all(&header(self.dtype, self.rows, self.cols))?;
+        self.sink.write_all(&header(self.dtype, self.rows, self.cols))?;
         self.sink.seek(SeekFrom::End(0))?;
         self.sink.flush()?;
         Ok(self.sink)
@@ -126,8 +112,7 @@ pub struct NpyMatrix {
 
 /// Parses the header of an `.npy` stream: `(dtype, rows, cols, header_len)`.
 pub fn read_header(mut r: impl Read, name: &str) -> Result<(NpyDtype, usize, usize, usize)> {
-    let bad =
-        |reason: &str| DataError::format(name, format!("not a 2-D f16/f32 npy file: {reason}"));
+    let bad = |reason: &str| DataError::format(name, format!("not a 2-D f16/f32 npy file: {reason}"));
     let mut pre = [0u8; 10];
     r.read_exact(&mut pre).map_err(DataError::io(name))?;
     if &pre[..6] != MAGIC {
@@ -138,10 +123,7 @@ pub fn read_header(mut r: impl Read, name: &str) -> Result<(NpyDtype, usize, usi
         2 | 3 => {
             let mut more = [0u8; 2];
             r.read_exact(&mut more).map_err(DataError::io(name))?;
-            (
-                u32::from_le_bytes([pre[8], pre[9], more[0], more[1]]) as usize,
-                12,
-            )
+            (u32::from_le_bytes([pre[8], pre[9], more[0], more[1]]) as usize, 12)
         }
         _ => return Err(bad("unknown version")),
     };
@@ -158,11 +140,7 @@ pub fn read_header(mut r: impl Read, name: &str) -> Result<(NpyDtype, usize, usi
     if dict.contains("'fortran_order': True") {
         return Err(bad("fortran order"));
     }
-    let shape = dict
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| bad("no shape"))?;
+    let shape = dict.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).ok_or_else(|| bad("no shape"))?;
     let dims: Vec<usize> = shape
         .split(',')
         .map(str::trim)
@@ -180,29 +158,17 @@ pub fn read_matrix(bytes: &[u8], name: &str) -> Result<NpyMatrix> {
     let (dtype, rows, cols, offset) = read_header(bytes, name)?;
     let body = &bytes[offset.min(bytes.len())..];
     if body.len() < rows * cols * dtype.size() {
-        return Err(DataError::format(
-            name,
-            format!("truncated: expected {} rows of {cols}", rows),
-        ));
+        return Err(DataError::format(name, format!("truncated: expected {} rows of {cols}", rows)));
     }
     let data = match dtype {
-        NpyDtype::F16 => body
-            .chunks_exact(2)
-            .take(rows * cols)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        NpyDtype::F32 => body
-            .chunks_exact(4)
-            .take(rows * cols)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
+        NpyDtype::F16 => {
+            body.chunks_exact(2).take(rows * cols).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        NpyDtype::F32 => {
+            body.chunks_exact(4).take(rows * cols).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
     };
-    Ok(NpyMatrix {
-        rows,
-        cols,
-        dtype,
-        data,
-    })
+    Ok(NpyMatrix { rows, cols, dtype, data })
 }
 
 #[cfg(test)]

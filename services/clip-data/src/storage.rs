@@ -31,10 +31,7 @@ impl Location {
         match s.strip_prefix("s3://") {
             Some(rest) => {
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-                Self::S3 {
-                    bucket: bucket.to_string(),
-                    key: key.trim_matches('/').to_string(),
-                }
+                Self::S3 { bucket: bucket.to_string(), key: key.trim_matches('/').to_string() }
             }
             None => Self::Local(PathBuf::from(s)),
         }
@@ -44,14 +41,8 @@ impl Location {
     pub fn join(&self, rel: &str) -> Self {
         match self {
             Self::Local(p) => Self::Local(p.join(rel)),
-            Self::S3 { bucket, key } if key.is_empty() => Self::S3 {
-                bucket: bucket.clone(),
-                key: rel.to_string(),
-            },
-            Self::S3 { bucket, key } => Self::S3 {
-                bucket: bucket.clone(),
-                key: format!("{key}/{rel}"),
-            },
+            Self::S3 { bucket, key } if key.is_empty() => Self::S3 { bucket: bucket.clone(), key: rel.to_string() },
+            Self::S3 { bucket, key } => Self::S3 { bucket: bucket.clone(), key: format!("{key}/{rel}") },
         }
     }
 
@@ -63,10 +54,7 @@ impl Location {
     /// The last path component.
     pub fn file_name(&self) -> String {
         match self {
-            Self::Local(p) => p
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            Self::Local(p) => p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
             Self::S3 { key, .. } => key.rsplit('/').next().unwrap_or("").to_string(),
         }
     }
@@ -74,25 +62,15 @@ impl Location {
     /// Path of `self` relative to `base` with `/` separators, when `self` is inside `base`.
     pub fn relative_to(&self, base: &Location) -> Option<String> {
         match (self, base) {
-            (Self::Local(p), Self::Local(b)) => p.strip_prefix(b).ok().map(|r| {
-                r.components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/")
-            }),
-            (
-                Self::S3 { bucket, key },
-                Self::S3 {
-                    bucket: b2,
-                    key: k2,
-                },
-            ) if bucket == b2 => {
+            (Self::Local(p), Self::Local(b)) => p
+                .strip_prefix(b)
+                .ok()
+                .map(|r| r.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")),
+            (Self::S3 { bucket, key }, Self::S3 { bucket: b2, key: k2 }) if bucket == b2 => {
                 if k2.is_empty() {
                     Some(key.clone())
                 } else {
-                    key.strip_prefix(k2.as_str())
-                        .and_then(|r| r.strip_prefix('/'))
-                        .map(str::to_string)
+                    key.strip_prefix(k2.as_str()).and_then(|r| r.strip_prefix('/')).map(str::to_string)
                 }
             }
             _ => None,
@@ -126,20 +104,15 @@ fn s3() -> &'static S3Client {
             .expect("a tokio runtime for S3 I/O");
         let client = runtime.block_on(async {
             let mut loader = aws_config::from_env();
-            if std::env::var_os("AWS_REGION").is_none()
-                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-            {
+            if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
                 loader = loader.region(aws_config::Region::new("us-east-1"));
             }
             let shared = loader.load().await;
-            let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
-                || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-            let path_style = std::env::var("AWS_S3_FORCE_PATH_STYLE")
-                .map(|v| v == "true" || v == "1")
-                .unwrap_or(custom_endpoint);
-            let config = aws_sdk_s3::config::Builder::from(&shared)
-                .force_path_style(path_style)
-                .build();
+            let custom_endpoint =
+                std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+            let path_style =
+                std::env::var("AWS_S3_FORCE_PATH_STYLE").map(|v| v == "true" || v == "1").unwrap_or(custom_endpoint);
+            let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style).build();
             aws_sdk_s3::Client::from_conf(config)
         });
         S3Client { runtime, client }
@@ -150,10 +123,7 @@ fn s3_err(loc: &Location, e: impl fmt::Debug) -> DataError {
     // The SDK's Display is terse ("service error"); its Debug names the code and message.
     let message = format!("{e:?}");
     let short = message.chars().take(400).collect();
-    DataError::S3 {
-        uri: loc.to_string(),
-        message: short,
-    }
+    DataError::S3 { uri: loc.to_string(), message: short }
 }
 
 /// Reads a whole file.
@@ -163,14 +133,7 @@ pub fn read(loc: &Location) -> Result<Vec<u8>> {
         Location::S3 { bucket, key } => {
             let c = s3();
             c.runtime.block_on(async {
-                let out = c
-                    .client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| s3_err(loc, e))?;
+                let out = c.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| s3_err(loc, e))?;
                 let body = out.body.collect().await.map_err(|e| s3_err(loc, e))?;
                 Ok(body.into_bytes().to_vec())
             })
@@ -194,13 +157,7 @@ pub fn exists(loc: &Location) -> Result<bool> {
             c.runtime.block_on(async {
                 match c.client.head_object().bucket(bucket).key(key).send().await {
                     Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .map(|s| s.is_not_found())
-                            .unwrap_or(false) =>
-                    {
-                        Ok(false)
-                    }
+                    Err(e) if e.as_service_error().map(|s| s.is_not_found()).unwrap_or(false) => Ok(false),
                     Err(e) => Err(s3_err(loc, e)),
                 }
             })
@@ -212,22 +169,13 @@ pub fn exists(loc: &Location) -> Result<bool> {
 pub fn delete(loc: &Location) -> Result<()> {
     match loc {
         Location::Local(p) => match std::fs::remove_file(p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(DataError::io(p.display())(e))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DataError::io(p.display())(e)),
             _ => Ok(()),
         },
         Location::S3 { bucket, key } => {
             let c = s3();
             c.runtime.block_on(async {
-                c.client
-                    .delete_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| s3_err(loc, e))
+                c.client.delete_object().bucket(bucket).key(key).send().await.map(|_| ()).map_err(|e| s3_err(loc, e))
             })
         }
     }
@@ -248,27 +196,14 @@ pub fn list(loc: &Location) -> Result<Vec<Location>> {
         }
         Location::S3 { bucket, key } => {
             let c = s3();
-            let prefix = if key.is_empty() {
-                String::new()
-            } else {
-                format!("{key}/")
-            };
+            let prefix = if key.is_empty() { String::new() } else { format!("{key}/") };
             c.runtime.block_on(async {
-                let mut pages = c
-                    .client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(&prefix)
-                    .into_paginator()
-                    .send();
+                let mut pages = c.client.list_objects_v2().bucket(bucket).prefix(&prefix).into_paginator().send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| s3_err(loc, e))?;
                     for obj in page.contents() {
                         if let Some(k) = obj.key() {
-                            out.push(Location::S3 {
-                                bucket: bucket.clone(),
-                                key: k.to_string(),
-                            });
+                            out.push(Location::S3 { bucket: bucket.clone(), key: k.to_string() });
                         }
                     }
                 }
@@ -325,19 +260,10 @@ pub fn local_copy(loc: &Location) -> Result<LocalCopy> {
             let c = s3();
             c.runtime.block_on(async {
                 use tokio::io::AsyncWriteExt;
-                let out = c
-                    .client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| s3_err(loc, e))?;
+                let out = c.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| s3_err(loc, e))?;
                 let mut reader = out.body.into_async_read();
                 let mut f = tokio::fs::File::from_std(file);
-                tokio::io::copy(&mut reader, &mut f)
-                    .await
-                    .map_err(DataError::io(loc))?;
+                tokio::io::copy(&mut reader, &mut f).await.map_err(DataError::io(loc))?;
                 f.flush().await.map_err(DataError::io(loc))
             })?;
             Ok(LocalCopy::Downloaded(path))
@@ -348,9 +274,7 @@ pub fn local_copy(loc: &Location) -> Result<LocalCopy> {
 /// Copies every file under `loc` into `dest` (keeping relative paths); files already there with the same size are kept.
 pub fn download_folder(loc: &Location, dest: &Path) -> Result<()> {
     for file in list(loc)? {
-        let rel = file
-            .relative_to(loc)
-            .ok_or_else(|| DataError::format(&file, "outside the folder being copied"))?;
+        let rel = file.relative_to(loc).ok_or_else(|| DataError::format(&file, "outside the folder being copied"))?;
         let target = dest.join(&rel);
         if target.is_file() {
             continue;
@@ -377,26 +301,15 @@ impl OutputFile {
     pub fn create(target: &Location) -> Result<Self> {
         let tmp = match target {
             Location::Local(p) => {
-                let dir = p
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
                 std::fs::create_dir_all(dir).map_err(DataError::io(dir.display()))?;
                 let prefix = format!(".tmp-{}-", target.file_name());
                 remove_stale_temporaries(dir, &prefix);
-                tempfile::Builder::new()
-                    .prefix(&prefix)
-                    .tempfile_in(dir)
-                    .map_err(DataError::io(dir.display()))?
+                tempfile::Builder::new().prefix(&prefix).tempfile_in(dir).map_err(DataError::io(dir.display()))?
             }
-            Location::S3 { .. } => {
-                tempfile::NamedTempFile::new().map_err(DataError::io("temporary file"))?
-            }
+            Location::S3 { .. } => tempfile::NamedTempFile::new().map_err(DataError::io("temporary file"))?,
         };
-        Ok(Self {
-            target: target.clone(),
-            tmp,
-        })
+        Ok(Self { target: target.clone(), tmp })
     }
 
     /// The file being written (for seeking writers).
@@ -406,19 +319,11 @@ impl OutputFile {
 
     /// Makes the file visible at its target.
     pub fn commit(mut self) -> Result<()> {
-        self.tmp
-            .as_file_mut()
-            .flush()
-            .map_err(DataError::io(&self.target))?;
+        self.tmp.as_file_mut().flush().map_err(DataError::io(&self.target))?;
         match &self.target {
             Location::Local(p) => {
-                self.tmp
-                    .as_file()
-                    .sync_all()
-                    .map_err(DataError::io(p.display()))?;
-                self.tmp
-                    .persist(p)
-                    .map_err(|e| DataError::io(p.display())(e.error))?;
+                self.tmp.as_file().sync_all().map_err(DataError::io(p.display()))?;
+                self.tmp.persist(p).map_err(|e| DataError::io(p.display())(e.error))?;
                 Ok(())
             }
             Location::S3 { bucket, key } => {
@@ -471,27 +376,12 @@ mod tests {
     #[test]
     fn parses_and_joins_locations() {
         let l = Location::parse("s3://bucket/some/prefix/");
-        assert_eq!(
-            l,
-            Location::S3 {
-                bucket: "bucket".into(),
-                key: "some/prefix".into()
-            }
-        );
-        assert_eq!(
-            l.join("img_emb/img_emb_0.npy").to_string(),
-            "s3://bucket/some/prefix/img_emb/img_emb_0.npy"
-        );
+        assert_eq!(l, Location::S3 { bucket: "bucket".into(), key: "some/prefix".into() });
+        assert_eq!(l.join("img_emb/img_emb_0.npy").to_string(), "s3://bucket/some/prefix/img_emb/img_emb_0.npy");
         assert_eq!(Location::parse("s3://b").join("x").to_string(), "s3://b/x");
         let child = Location::parse("s3://b/p/q/r.jpg");
-        assert_eq!(
-            child.relative_to(&Location::parse("s3://b/p")).as_deref(),
-            Some("q/r.jpg")
-        );
-        assert_eq!(
-            Location::parse("/tmp/a").join("b/c"),
-            Location::Local("/tmp/a/b/c".into())
-        );
+        assert_eq!(child.relative_to(&Location::parse("s3://b/p")).as_deref(), Some("q/r.jpg"));
+        assert_eq!(Location::parse("/tmp/a").join("b/c"), Location::Local("/tmp/a/b/c".into()));
     }
 
     #[test]
@@ -503,9 +393,6 @@ mod tests {
         assert!(!exists(&target).unwrap());
         f.commit().unwrap();
         assert_eq!(read(&target).unwrap(), b"hello");
-        assert_eq!(
-            list(&Location::Local(dir.path().into())).unwrap(),
-            vec![target]
-        );
+        assert_eq!(list(&Location::Local(dir.path().into())).unwrap(), vec![target]);
     }
 }

@@ -129,14 +129,10 @@ impl PartitionOutputs {
 /// Lists the dataset and decides the partitions, as clip-retrieval does.
 pub fn plan(opts: &InferenceOptions) -> Result<(DatasetPlan, usize)> {
     if !opts.enable_image && !opts.enable_text {
-        return Err(InferenceError::Options(
-            "enable_image and enable_text are both off: nothing to compute".into(),
-        ));
+        return Err(InferenceError::Options("enable_image and enable_text are both off: nothing to compute".into()));
     }
     if opts.batch_size == 0 || opts.write_batch_size == 0 {
-        return Err(InferenceError::Options(
-            "batch_size and write_batch_size must be positive".into(),
-        ));
+        return Err(InferenceError::Options("batch_size and write_batch_size must be positive".into()));
     }
     let read = ReadOptions {
         enable_image: opts.enable_image,
@@ -145,34 +141,30 @@ pub fn plan(opts: &InferenceOptions) -> Result<(DatasetPlan, usize)> {
         image_key: opts.wds_image_key.clone(),
         caption_key: opts.wds_caption_key.clone(),
     };
-    let plan = DatasetPlan::discover(
-        &opts.input_dataset,
-        opts.input_format,
-        read,
-        opts.subset_size,
-    )?;
+    let plan = DatasetPlan::discover(&opts.input_dataset, opts.input_format, read, opts.subset_size)?;
     let count = match opts.output_partition_count {
-        Some(0) => {
-            return Err(InferenceError::Options(
-                "output_partition_count must be positive".into(),
-            ))
-        }
+        Some(0) => return Err(InferenceError::Options("output_partition_count must be positive".into())),
         Some(n) => n,
-        None => {
-            plan.default_partition_count(opts.write_batch_size, opts.wds_number_file_per_input_file)
-        }
+        None => plan.default_partition_count(opts.write_batch_size, opts.wds_number_file_per_input_file),
     };
     Ok((plan, count))
 }
 
 /// Runs inference over every unfinished partition (or the selected ones).
-pub fn run(
+pub fn run(model: &ClipModel, opts: &InferenceOptions, progress: &dyn Progress) -> Result<RunSummary> {
+    let (plan, count) = plan(opts)?;
+    run_plan(model, opts, &plan, count, progress)
+}
+
+/// Runs inference over an already listed dataset split into `count` partitions.
+pub fn run_plan(
     model: &ClipModel,
     opts: &InferenceOptions,
+    plan: &DatasetPlan,
+    count: usize,
     progress: &dyn Progress,
 ) -> Result<RunSummary> {
     let start = Instant::now();
-    let (plan, count) = plan(opts)?;
     if opts.enable_text && !plan.options.enable_text {
         tracing::warn!(input = %opts.input_dataset, "no caption files found: text embeddings disabled");
     }
@@ -180,18 +172,13 @@ pub fn run(
     let ids: Vec<usize> = match &opts.partition_ids {
         Some(ids) => {
             if let Some(bad) = ids.iter().find(|&&i| i >= count) {
-                return Err(InferenceError::Options(format!(
-                    "partition id {bad} out of range (0..{count})"
-                )));
+                return Err(InferenceError::Options(format!("partition id {bad} out of range (0..{count})")));
             }
             ids.clone()
         }
         None => (0..count).collect(),
     };
-    let mut summary = RunSummary {
-        partition_count: count,
-        ..Default::default()
-    };
+    let mut summary = RunSummary { partition_count: count, ..Default::default() };
     for id in ids {
         let name = partition_name(id, count);
         let outputs = PartitionOutputs::new(&output, &name);
@@ -206,15 +193,7 @@ pub fn run(
             _ => opts.subset_size.map(|n| n.div_ceil(count)),
         };
         progress.partition_started(&name, units.len());
-        let stats = run_partition(
-            model,
-            &units,
-            &plan.options,
-            limit,
-            opts,
-            &outputs,
-            progress,
-        )?;
+        let stats = run_partition(model, &units, &plan.options, limit, opts, &outputs, progress)?;
         progress.partition_finished(&name, &stats);
         summary.samples += stats.sample_count;
         summary.skipped += stats.skipped_count;

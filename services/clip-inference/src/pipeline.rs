@@ -74,10 +74,7 @@ fn npy_output(
     Ok((writer, out))
 }
 
-fn finish_npy(
-    w: Option<(NpyWriter<std::fs::File>, OutputFile)>,
-    target: &clip_data::Location,
-) -> Result<()> {
+fn finish_npy(w: Option<(NpyWriter<std::fs::File>, OutputFile)>, target: &clip_data::Location) -> Result<()> {
     if let Some((writer, out)) = w {
         writer.finish().map_err(DataError::io(target))?;
         out.commit()?;
@@ -86,28 +83,15 @@ fn finish_npy(
 }
 
 /// Decodes and preprocesses one batch on the pool; a bad image becomes a skip, never an error.
-fn prepare_batch(
-    model: &ClipModel,
-    raw: Vec<RawSample>,
-    pool: &rayon::ThreadPool,
-) -> (Vec<Prepared>, Vec<SkipRecord>) {
+fn prepare_batch(model: &ClipModel, raw: Vec<RawSample>, pool: &rayon::ThreadPool) -> (Vec<Prepared>, Vec<SkipRecord>) {
     let results: Vec<std::result::Result<Prepared, SkipRecord>> = pool.install(|| {
         raw.into_par_iter()
             .map(|mut sample| match sample.image.take() {
                 Some(bytes) => match model.preprocess_image(&bytes) {
-                    Ok(px) => Ok(Prepared {
-                        pixels: Some(px),
-                        sample,
-                    }),
-                    Err(e) => Err(SkipRecord {
-                        input: sample.image_path.clone(),
-                        reason: e.to_string(),
-                    }),
+                    Ok(px) => Ok(Prepared { pixels: Some(px), sample }),
+                    Err(e) => Err(SkipRecord { input: sample.image_path.clone(), reason: e.to_string() }),
                 },
-                None => Ok(Prepared {
-                    pixels: None,
-                    sample,
-                }),
+                None => Ok(Prepared { pixels: None, sample }),
             })
             .collect()
     });
@@ -137,21 +121,11 @@ pub fn run_partition(
         .num_threads(opts.num_prepro_workers.max(1))
         .thread_name(|i| format!("prepro-{i}"))
         .build()
-        .map_err(|e| {
-            crate::InferenceError::Options(format!("cannot start preprocessing threads: {e}"))
-        })?;
+        .map_err(|e| crate::InferenceError::Options(format!("cannot start preprocessing threads: {e}")))?;
     let dim = model.embed_dim();
     let mut writers = Writers {
-        image: if read_options.enable_image {
-            Some(npy_output(&outputs.image, opts, dim)?)
-        } else {
-            None
-        },
-        text: if read_options.enable_text {
-            Some(npy_output(&outputs.text, opts, dim)?)
-        } else {
-            None
-        },
+        image: if read_options.enable_image { Some(npy_output(&outputs.image, opts, dim)?) } else { None },
+        text: if read_options.enable_text { Some(npy_output(&outputs.text, opts, dim)?) } else { None },
         metadata: MetadataTable::new(read_options.enable_image, read_options.enable_text),
     };
     let mut stats = PartitionStats::default();
@@ -160,33 +134,23 @@ pub fn run_partition(
     let batch_size = opts.batch_size;
 
     let result: Result<()> = std::thread::scope(|scope| {
-        let reader = scope
-            .spawn(move || read_units(units, read_options, limit, |ev| raw_tx.send(ev).is_ok()));
+        let reader = scope.spawn(move || read_units(units, read_options, limit, |ev| raw_tx.send(ev).is_ok()));
         let pool = &pool;
         scope.spawn(move || {
             let mut pending = Vec::with_capacity(batch_size);
             let mut skipped = Vec::new();
             let mut wait = Instant::now();
-            let flush = |pending: &mut Vec<RawSample>,
-                         skipped: &mut Vec<SkipRecord>,
-                         wait: &mut Instant| {
+            let flush = |pending: &mut Vec<RawSample>, skipped: &mut Vec<SkipRecord>, wait: &mut Instant| {
                 let (samples, mut bad) = prepare_batch(model, std::mem::take(pending), pool);
                 skipped.append(&mut bad);
-                let batch = PreparedBatch {
-                    samples,
-                    skipped: std::mem::take(skipped),
-                    read_time: wait.elapsed(),
-                };
+                let batch = PreparedBatch { samples, skipped: std::mem::take(skipped), read_time: wait.elapsed() };
                 *wait = Instant::now();
                 batch_tx.send(batch).is_ok()
             };
             for ev in raw_rx {
                 match ev {
                     ReadEvent::Sample(s) => pending.push(s),
-                    ReadEvent::Skipped(s) => skipped.push(SkipRecord {
-                        input: s.input,
-                        reason: s.reason,
-                    }),
+                    ReadEvent::Skipped(s) => skipped.push(SkipRecord { input: s.input, reason: s.reason }),
                 }
                 if pending.len() == batch_size && !flush(&mut pending, &mut skipped, &mut wait) {
                     return;
@@ -244,18 +208,13 @@ fn encode_and_write(
     let t = Instant::now();
     let image_embs = if w.image.is_some() {
         let mut pixels = Vec::with_capacity(samples.len() * model.image_tensor_len());
-        samples
-            .iter()
-            .for_each(|p| pixels.extend_from_slice(p.pixels.as_deref().unwrap_or_default()));
+        samples.iter().for_each(|p| pixels.extend_from_slice(p.pixels.as_deref().unwrap_or_default()));
         Some(model.encode_images(&pixels)?)
     } else {
         None
     };
     let text_embs = if w.text.is_some() {
-        let captions: Vec<&str> = samples
-            .iter()
-            .map(|p| p.sample.caption.as_deref().unwrap_or(""))
-            .collect();
+        let captions: Vec<&str> = samples.iter().map(|p| p.sample.caption.as_deref().unwrap_or("")).collect();
         Some(model.encode_texts(&captions)?)
     } else {
         None
@@ -264,21 +223,13 @@ fn encode_and_write(
     let t = Instant::now();
     for (i, p) in samples.into_iter().enumerate() {
         if let (Some((writer, _)), Some(embs)) = (w.image.as_mut(), image_embs.as_ref()) {
-            writer
-                .write_row(&embs[i])
-                .map_err(DataError::io("image embeddings"))?;
+            writer.write_row(&embs[i]).map_err(DataError::io("image embeddings"))?;
         }
         if let (Some((writer, _)), Some(embs)) = (w.text.as_mut(), text_embs.as_ref()) {
-            writer
-                .write_row(&embs[i])
-                .map_err(DataError::io("text embeddings"))?;
+            writer.write_row(&embs[i]).map_err(DataError::io("text embeddings"))?;
         }
         let image_path = w.image.is_some().then(|| p.sample.image_path.clone());
-        w.metadata.push(MetadataRow {
-            image_path,
-            caption: p.sample.caption,
-            metadata: p.sample.metadata,
-        });
+        w.metadata.push(MetadataRow { image_path, caption: p.sample.caption, metadata: p.sample.metadata });
     }
     stats.sample_count = w.metadata.len();
     stats.write_duration += t.elapsed().as_secs_f64();

@@ -26,10 +26,7 @@ impl ModelLayout {
     /// Names the files of a model folder and checks that each one exists.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.is_dir() {
-            return Err(ModelError::MissingFile {
-                path: root.to_path_buf(),
-                what: "a CLIP model folder",
-            });
+            return Err(ModelError::MissingFile { path: root.to_path_buf(), what: "a CLIP model folder" });
         }
         let layout = Self {
             root: root.to_path_buf(),
@@ -40,24 +37,15 @@ impl ModelLayout {
             tokenizer: root.join("textual/tokenizer.json"),
         };
         let required: [(&PathBuf, &'static str); 5] = [
-            (
-                &layout.config,
-                "model config with embed_dim, vision_cfg and text_cfg",
-            ),
+            (&layout.config, "model config with embed_dim, vision_cfg and text_cfg"),
             (&layout.visual_model, "the image tower as ONNX"),
-            (
-                &layout.preprocess_cfg,
-                "image preprocessing: size, mean, std, interpolation, resize_mode",
-            ),
+            (&layout.preprocess_cfg, "image preprocessing: size, mean, std, interpolation, resize_mode"),
             (&layout.textual_model, "the text tower as ONNX"),
             (&layout.tokenizer, "a Hugging Face tokenizer.json"),
         ];
         for (path, what) in required {
             if !path.is_file() {
-                return Err(ModelError::MissingFile {
-                    path: path.clone(),
-                    what,
-                });
+                return Err(ModelError::MissingFile { path: path.clone(), what });
             }
         }
         Ok(layout)
@@ -163,14 +151,9 @@ fn default_resize_mode() -> String {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::InvalidFile {
-        path: path.into(),
-        reason: format!("unreadable: {e}"),
-    })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::InvalidFile {
-        path: path.into(),
-        reason: e.to_string(),
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ModelError::InvalidFile { path: path.into(), reason: format!("unreadable: {e}") })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::InvalidFile { path: path.into(), reason: e.to_string() })
 }
 
 impl ModelConfig {
@@ -191,13 +174,9 @@ impl PreprocessConfig {
     /// Reads and validates `visual/preprocess_cfg.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let raw: RawPreprocess = read_json(path)?;
-        let invalid = |reason: String| ModelError::InvalidFile {
-            path: path.into(),
-            reason,
-        };
+        let invalid = |reason: String| ModelError::InvalidFile { path: path.into(), reason };
         let triple = |name: &str, v: &[f32]| -> Result<[f32; 3]> {
-            <[f32; 3]>::try_from(v)
-                .map_err(|_| invalid(format!("{name} must have 3 values, found {}", v.len())))
+            <[f32; 3]>::try_from(v).map_err(|_| invalid(format!("{name} must have 3 values, found {}", v.len())))
         };
         let mean = triple("mean", &raw.mean)?;
         let std = triple("std", &raw.std)?;
@@ -216,13 +195,6 @@ impl PreprocessConfig {
         if size.0 == 0 || size.1 == 0 {
             return Err(invalid("size must be positive".into()));
         }
-        Ok(Self {
-            size,
-            mean,
-            std,
-            interpolation,
-            resize_mode,
-            fill_color: raw.fill_color,
-        })
+        Ok(Self { size, mean, std, interpolation, resize_mode, fill_color: raw.fill_color })
     }
 }

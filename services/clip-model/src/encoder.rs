@@ -22,10 +22,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self {
-            device: ExecutionDevice::Cpu,
-            intra_threads: 0,
-        }
+        Self { device: ExecutionDevice::Cpu, intra_threads: 0 }
     }
 }
 
@@ -46,35 +43,20 @@ fn build_session(path: &Path, options: SessionOptions) -> Result<Session> {
     let ctx = || format!("loading {}", path.display());
     let mut builder = Session::builder(environment()?).map_err(ModelError::ort(ctx()))?;
     if options.intra_threads > 0 {
-        builder = builder
-            .with_intra_threads(options.intra_threads)
-            .map_err(|e| ModelError::ort(ctx())(e.into()))?;
+        builder = builder.with_intra_threads(options.intra_threads).map_err(|e| ModelError::ort(ctx())(e.into()))?;
     }
     if let ExecutionDevice::Cuda(id) = options.device {
-        let cuda = ort::ep::CUDA::default()
-            .with_device_id(id)
-            .build()
-            .error_on_failure();
-        builder = builder
-            .with_execution_providers([cuda])
-            .map_err(|e| ModelError::ort(ctx())(e.into()))?;
+        let cuda = ort::ep::CUDA::default().with_device_id(id).build().error_on_failure();
+        builder = builder.with_execution_providers([cuda]).map_err(|e| ModelError::ort(ctx())(e.into()))?;
     }
-    builder
-        .commit_from_file(path)
-        .map_err(ModelError::ort(ctx()))
+    builder.commit_from_file(path).map_err(ModelError::ort(ctx()))
 }
 
 impl Tower {
     fn load(model: &'static str, path: &Path, options: SessionOptions) -> Result<Self> {
         let session = build_session(path, options)?;
-        let invalid = |reason: String| ModelError::InvalidFile {
-            path: path.into(),
-            reason,
-        };
-        let input = session
-            .inputs()
-            .first()
-            .ok_or_else(|| invalid("the model has no input".into()))?;
+        let invalid = |reason: String| ModelError::InvalidFile { path: path.into(), reason };
+        let input = session.inputs().first().ok_or_else(|| invalid("the model has no input".into()))?;
         let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
             return Err(invalid(format!("input {} is not a tensor", input.name())));
         };
@@ -96,9 +78,7 @@ impl Tower {
     }
 
     /// Runs rows of `row_len` input values; returns `[rows, dim]` embeddings, L2-normalised.
-    fn run<
-        T: ort::value::PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + 'static,
-    >(
+    fn run<T: ort::value::PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + 'static>(
         &self,
         data: &[T],
         row_shape: &[usize],
@@ -114,19 +94,15 @@ impl Tower {
             buf.resize(chunk * row_len, T::default());
             let mut shape = vec![chunk as i64];
             shape.extend(row_shape.iter().map(|&d| d as i64));
-            let tensor = Tensor::from_array((shape, buf))
-                .map_err(ModelError::ort(format!("{} input", self.model)))?;
+            let tensor = Tensor::from_array((shape, buf)).map_err(ModelError::ort(format!("{} input", self.model)))?;
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outputs = session
                 .run(ort::inputs![self.input_name.as_str() => tensor])
                 .map_err(ModelError::ort(format!("running {}", self.path.display())))?;
-            let (oshape, values) =
-                outputs[0]
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| ModelError::BadOutput {
-                        model: self.model,
-                        reason: format!("expected float32 embeddings: {e}"),
-                    })?;
+            let (oshape, values) = outputs[0].try_extract_tensor::<f32>().map_err(|e| ModelError::BadOutput {
+                model: self.model,
+                reason: format!("expected float32 embeddings: {e}"),
+            })?;
             if oshape.len() != 2 || oshape[0] as usize != chunk {
                 return Err(ModelError::BadOutput {
                     model: self.model,
@@ -167,12 +143,7 @@ impl ImageEncoder {
             });
         }
         let expected = [Some(3), Some(input_hw.0), Some(input_hw.1)];
-        let mismatch = tower.dims.len() != 3
-            || tower
-                .dims
-                .iter()
-                .zip(expected)
-                .any(|(d, e)| d.is_some() && *d != e);
+        let mismatch = tower.dims.len() != 3 || tower.dims.iter().zip(expected).any(|(d, e)| d.is_some() && *d != e);
         if mismatch {
             return Err(ModelError::InvalidFile {
                 path: path.into(),
@@ -203,37 +174,19 @@ impl TextEncoder {
     /// Loads `textual/model.onnx`.
     pub fn load(path: &Path, context_length: usize, options: SessionOptions) -> Result<Self> {
         let tower = Tower::load("textual model", path, options)?;
-        let invalid = |reason: String| ModelError::InvalidFile {
-            path: path.into(),
-            reason,
-        };
-        if !matches!(
-            tower.input_type,
-            TensorElementType::Int32 | TensorElementType::Int64
-        ) {
-            return Err(invalid(format!(
-                "text input must be int32 or int64 token ids, found {:?}",
-                tower.input_type
-            )));
+        let invalid = |reason: String| ModelError::InvalidFile { path: path.into(), reason };
+        if !matches!(tower.input_type, TensorElementType::Int32 | TensorElementType::Int64) {
+            return Err(invalid(format!("text input must be int32 or int64 token ids, found {:?}", tower.input_type)));
         }
         match tower.dims.as_slice() {
             [Some(n)] if *n != context_length => {
-                return Err(invalid(format!(
-                    "text input length {n} differs from context_length {context_length}"
-                )))
+                return Err(invalid(format!("text input length {n} differs from context_length {context_length}")))
             }
             [_] => {}
-            other => {
-                return Err(invalid(format!(
-                    "text input must be [batch, tokens], found [batch, {other:?}]"
-                )))
-            }
+            other => return Err(invalid(format!("text input must be [batch, tokens], found [batch, {other:?}]"))),
         }
         let dynamic_sequence = tower.dims[0].is_none();
-        Ok(Self {
-            tower,
-            dynamic_sequence,
-        })
+        Ok(Self { tower, dynamic_sequence })
     }
 
     /// Encodes token rows of `len` ids each (`ids.len() / len` captions).

@@ -43,19 +43,8 @@ impl ClipModel {
         let preprocess = PreprocessConfig::load(&layout.preprocess_cfg)?;
         let tokenizer = ClipTokenizer::load(&layout.tokenizer, config.text_cfg.context_length)?;
         let image = ImageEncoder::load(&layout.visual_model, preprocess.size, options)?;
-        let text = TextEncoder::load(
-            &layout.textual_model,
-            config.text_cfg.context_length,
-            options,
-        )?;
-        Ok(Self {
-            layout,
-            config,
-            preprocess,
-            tokenizer,
-            image,
-            text,
-        })
+        let text = TextEncoder::load(&layout.textual_model, config.text_cfg.context_length, options)?;
+        Ok(Self { layout, config, preprocess, tokenizer, image, text })
     }
 
     /// Embedding width.
@@ -83,9 +72,7 @@ impl ClipModel {
         if captions.is_empty() {
             return Ok(Vec::new());
         }
-        let (ids, len) = self
-            .tokenizer
-            .encode_batch(captions, self.text.dynamic_sequence)?;
+        let (ids, len) = self.tokenizer.encode_batch(captions, self.text.dynamic_sequence)?;
         self.text.encode(&ids, len)
     }
 

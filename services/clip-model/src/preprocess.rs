@@ -23,32 +23,22 @@ pub struct RgbImage {
 
 /// Decodes encoded image bytes to upright RGB8, as `ImageOps.exif_transpose(Image.open(b)).convert("RGB")`.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ModelError::Decode(e.to_string()))?;
+    let reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ModelError::Decode(e.to_string()))?;
     if reader.format().is_none() {
         return Err(ModelError::Decode("unrecognised image format".into()));
     }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| ModelError::Decode(e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| ModelError::Decode(e.to_string()))?;
     // A broken EXIF block must not lose an otherwise good image: fall back to no rotation.
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| ModelError::Decode(e.to_string()))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| ModelError::Decode(e.to_string()))?;
     img.apply_orientation(orientation);
     let rgb = to_rgb8_like_pil(img);
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
     if width == 0 || height == 0 {
         return Err(ModelError::Decode("image has zero width or height".into()));
     }
-    Ok(RgbImage {
-        width,
-        height,
-        pixels: rgb.into_raw(),
-    })
+    Ok(RgbImage { width, height, pixels: rgb.into_raw() })
 }
 
 /// PIL takes the high byte of 16-bit samples where `image` rounds; keep PIL's choice for parity.
@@ -56,21 +46,13 @@ fn to_rgb8_like_pil(img: DynamicImage) -> image::RgbImage {
     match img {
         DynamicImage::ImageRgb16(buf) => {
             let (w, h) = buf.dimensions();
-            image::RgbImage::from_raw(
-                w,
-                h,
-                buf.into_raw().into_iter().map(|v| (v >> 8) as u8).collect(),
-            )
-            .expect("same dimensions")
+            image::RgbImage::from_raw(w, h, buf.into_raw().into_iter().map(|v| (v >> 8) as u8).collect())
+                .expect("same dimensions")
         }
         DynamicImage::ImageRgba16(buf) => {
             let (w, h) = buf.dimensions();
-            let raw: Vec<u8> = buf
-                .into_raw()
-                .chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .map(|v| (v >> 8) as u8)
-                .collect();
+            let raw: Vec<u8> =
+                buf.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).map(|v| (v >> 8) as u8).collect();
             image::RgbImage::from_raw(w, h, raw).expect("same dimensions")
         }
         other => other.to_rgb8(),
@@ -112,24 +94,15 @@ fn center_crop(img: &RgbImage, out_w: usize, out_h: usize, fill: u8) -> RgbImage
                 continue;
             }
             let s = (sy as usize * img.width + sx as usize) * 3;
-            pixels[(y * out_w + x) * 3..(y * out_w + x) * 3 + 3]
-                .copy_from_slice(&img.pixels[s..s + 3]);
+            pixels[(y * out_w + x) * 3..(y * out_w + x) * 3 + 3].copy_from_slice(&img.pixels[s..s + 3]);
         }
     }
-    RgbImage {
-        width: out_w,
-        height: out_h,
-        pixels,
-    }
+    RgbImage { width: out_w, height: out_h, pixels }
 }
 
 fn resized(img: &RgbImage, w: usize, h: usize, cfg: &PreprocessConfig) -> RgbImage {
     let (w, h) = (w.max(1), h.max(1));
-    RgbImage {
-        width: w,
-        height: h,
-        pixels: resize_rgb8(&img.pixels, img.width, img.height, w, h, cfg.interpolation),
-    }
+    RgbImage { width: w, height: h, pixels: resize_rgb8(&img.pixels, img.width, img.height, w, h, cfg.interpolation) }
 }
 
 /// Resizes and crops an RGB image to the model's input size following `resize_mode`.
@@ -143,19 +116,13 @@ pub fn fit_to_model(img: &RgbImage, cfg: &PreprocessConfig) -> RgbImage {
             } else {
                 // OpenCLIP's ResizeKeepRatio(longest=0): scale so both sides cover the target.
                 let ratio = (img.width as f64 / tw as f64).min(img.height as f64 / th as f64);
-                (
-                    (img.width as f64 / ratio).round() as usize,
-                    (img.height as f64 / ratio).round() as usize,
-                )
+                ((img.width as f64 / ratio).round() as usize, (img.height as f64 / ratio).round() as usize)
             };
             center_crop(&resized(img, w, h, cfg), tw, th, 0)
         }
         ResizeMode::Longest => {
             let ratio = (img.width as f64 / tw as f64).max(img.height as f64 / th as f64);
-            let (w, h) = (
-                (img.width as f64 / ratio).round() as usize,
-                (img.height as f64 / ratio).round() as usize,
-            );
+            let (w, h) = ((img.width as f64 / ratio).round() as usize, (img.height as f64 / ratio).round() as usize);
             center_crop(&resized(img, w, h, cfg), tw, th, cfg.fill_color)
         }
     }
@@ -164,11 +131,7 @@ pub fn fit_to_model(img: &RgbImage, cfg: &PreprocessConfig) -> RgbImage {
 /// Writes the normalised CHW float tensor of a model-sized RGB image into `out` (`3 * h * w` floats).
 pub fn normalize_into(img: &RgbImage, cfg: &PreprocessConfig, out: &mut [f32]) {
     let plane = img.width * img.height;
-    assert_eq!(
-        out.len(),
-        plane * 3,
-        "output buffer does not match the image size"
-    );
+    assert_eq!(out.len(), plane * 3, "output buffer does not match the image size");
     for c in 0..3 {
         let (mean, std) = (cfg.mean[c], cfg.std[c]);
         let dst = &mut out[c * plane..(c + 1) * plane];
@@ -208,9 +171,6 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        assert!(matches!(
-            decode_rgb(b"not an image at all"),
-            Err(ModelError::Decode(_))
-        ));
+        assert!(matches!(decode_rgb(b"not an image at all"), Err(ModelError::Decode(_))));
     }
 }

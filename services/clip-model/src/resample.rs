@@ -92,19 +92,11 @@ fn precompute(in_size: usize, out_size: usize, filter: Interpolation) -> PassCoe
         for x in 0..count {
             let w = if total != 0.0 { k[x] / total } else { k[x] };
             let scaled = w * (1u32 << PRECISION_BITS) as f64;
-            row[x] = if w < 0.0 {
-                (-0.5 + scaled) as i32
-            } else {
-                (0.5 + scaled) as i32
-            };
+            row[x] = if w < 0.0 { (-0.5 + scaled) as i32 } else { (0.5 + scaled) as i32 };
         }
         bounds.push((xmin, count));
     }
-    PassCoefficients {
-        ksize,
-        bounds,
-        weights,
-    }
+    PassCoefficients { ksize, bounds, weights }
 }
 
 fn clip8(v: i64) -> u8 {
@@ -126,11 +118,7 @@ pub fn resize_rgb8(
     out_h: usize,
     filter: Interpolation,
 ) -> Vec<u8> {
-    assert_eq!(
-        src.len(),
-        width * height * 3,
-        "RGB buffer size does not match its dimensions"
-    );
+    assert_eq!(src.len(), width * height * 3, "RGB buffer size does not match its dimensions");
     if filter == Interpolation::Nearest {
         return resize_nearest(src, width, height, out_w, out_h);
     }
@@ -216,14 +204,8 @@ mod tests {
     fn bicubic_weights_sum_to_one_in_fixed_point() {
         let c = precompute(640, 224, Interpolation::Bicubic);
         for (i, &(_, n)) in c.bounds.iter().enumerate() {
-            let s: i64 = c.weights[i * c.ksize..i * c.ksize + n]
-                .iter()
-                .map(|&w| w as i64)
-                .sum();
-            assert!(
-                (s - (1 << PRECISION_BITS)).abs() <= n as i64,
-                "row {i}: {s}"
-            );
+            let s: i64 = c.weights[i * c.ksize..i * c.ksize + n].iter().map(|&w| w as i64).sum();
+            assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "row {i}: {s}");
         }
     }
 }

@@ -35,8 +35,7 @@ impl std::str::FromStr for ExecutionDevice {
     }
 }
 
-static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> =
-    OnceLock::new();
+static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
 fn candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -55,11 +54,7 @@ fn candidates() -> Vec<PathBuf> {
         }
     }
     if let Some(home) = std::env::var_os("HOME") {
-        out.push(
-            Path::new(&home)
-                .join(".cache/clip-retrieval/onnxruntime")
-                .join(ORT_LIBRARY_NAME),
-        );
+        out.push(Path::new(&home).join(".cache/clip-retrieval/onnxruntime").join(ORT_LIBRARY_NAME));
     }
     out
 }

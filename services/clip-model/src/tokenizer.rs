@@ -18,28 +18,13 @@ pub struct ClipTokenizer {
 impl ClipTokenizer {
     /// Loads `tokenizer.json` for captions of at most `context_length` tokens.
     pub fn load(path: &Path, context_length: usize) -> Result<Self> {
-        let invalid = |reason: String| ModelError::InvalidFile {
-            path: path.into(),
-            reason,
-        };
-        let mut inner =
-            tokenizers::Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
+        let invalid = |reason: String| ModelError::InvalidFile { path: path.into(), reason };
+        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| invalid(e.to_string()))?;
-        let id = |t: &str| {
-            inner
-                .token_to_id(t)
-                .ok_or_else(|| invalid(format!("no {t} token in the vocabulary")))
-        };
+        inner.with_truncation(None).map_err(|e| invalid(e.to_string()))?;
+        let id = |t: &str| inner.token_to_id(t).ok_or_else(|| invalid(format!("no {t} token in the vocabulary")));
         let (start_token, end_token) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
-        Ok(Self {
-            inner,
-            start_token,
-            end_token,
-            context_length,
-        })
+        Ok(Self { inner, start_token, end_token, context_length })
     }
 
     /// Tokens per caption once padded.
@@ -50,10 +35,7 @@ impl ClipTokenizer {
     /// Token ids of one caption: start, BPE tokens, end; truncated to the context length with the end token kept last.
     pub fn encode(&self, caption: &str) -> Result<Vec<u32>> {
         let cleaned = clean_caption(caption);
-        let encoding = self
-            .inner
-            .encode(cleaned.as_str(), true)
-            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        let encoding = self.inner.encode(cleaned.as_str(), true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
         let mut ids: Vec<u32> = encoding.get_ids().to_vec();
         if ids.first() != Some(&self.start_token) {
             ids.insert(0, self.start_token);
@@ -71,15 +53,8 @@ impl ClipTokenizer {
     /// Padded `[n, len]` token matrix (row-major) where `len` is `context_length`, or the longest caption when
     /// `trim` is set (valid only for models whose text tower accepts shorter sequences).
     pub fn encode_batch(&self, captions: &[&str], trim: bool) -> Result<(Vec<i64>, usize)> {
-        let encoded: Vec<Vec<u32>> = captions
-            .iter()
-            .map(|c| self.encode(c))
-            .collect::<Result<_>>()?;
-        let len = if trim {
-            encoded.iter().map(Vec::len).max().unwrap_or(2)
-        } else {
-            self.context_length
-        };
+        let encoded: Vec<Vec<u32>> = captions.iter().map(|c| self.encode(c)).collect::<Result<_>>()?;
+        let len = if trim { encoded.iter().map(Vec::len).max().unwrap_or(2) } else { self.context_length };
         let mut out = vec![0i64; captions.len() * len];
         for (row, ids) in encoded.iter().enumerate() {
             for (j, &id) in ids.iter().enumerate() {
@@ -93,8 +68,7 @@ impl ClipTokenizer {
 /// OpenAI CLIP's `basic_clean` + `whitespace_clean`: the ftfy fixes that matter for captions, HTML unescaped
 /// twice, whitespace collapsed and trimmed.
 pub fn clean_caption(text: &str) -> String {
-    let unescaped =
-        html_escape::decode_html_entities(&html_escape::decode_html_entities(text)).into_owned();
+    let unescaped = html_escape::decode_html_entities(&html_escape::decode_html_entities(text)).into_owned();
     let mut out = String::with_capacity(unescaped.len());
     for ch in unescaped.chars() {
         match ch {
@@ -123,10 +97,7 @@ mod tests {
     #[test]
     fn clean_up_follows_openai_basic_clean() {
         assert_eq!(clean_caption("  a&amp;amp;b \n\t c "), "a&b c");
-        assert_eq!(
-            clean_caption("\u{201C}hi\u{201D} it\u{2019}s \u{FB01}ne"),
-            "\"hi\" it's fine"
-        );
+        assert_eq!(clean_caption("\u{201C}hi\u{201D} it\u{2019}s \u{FB01}ne"), "\"hi\" it's fine");
         assert_eq!(clean_caption("\u{FF21}\u{FF22}\u{3000}c"), "AB c");
         assert_eq!(clean_caption(""), "");
     }

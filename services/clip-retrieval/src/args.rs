@@ -64,11 +64,7 @@ pub struct InferenceArgs {
     #[arg(long = "batch_size", alias = "batch-size", default_value_t = 256)]
     pub batch_size: usize,
     /// Threads decoding and preprocessing images.
-    #[arg(
-        long = "num_prepro_workers",
-        alias = "num-prepro-workers",
-        default_value_t = 4
-    )]
+    #[arg(long = "num_prepro_workers", alias = "num-prepro-workers", default_value_t = 4)]
     pub num_prepro_workers: usize,
     /// Compute text embeddings.
     #[arg(long = "enable_text", alias = "enable-text", default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
@@ -80,11 +76,7 @@ pub struct InferenceArgs {
     #[arg(long = "enable_metadata", alias = "enable-metadata", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub enable_metadata: bool,
     /// Samples per output partition when --output_partition_count is not given.
-    #[arg(
-        long = "write_batch_size",
-        alias = "write-batch-size",
-        default_value_t = 1_000_000
-    )]
+    #[arg(long = "write_batch_size", alias = "write-batch-size", default_value_t = 1_000_000)]
     pub write_batch_size: usize,
     /// Process only this many samples.
     #[arg(long = "subset_size", alias = "subset-size")]
@@ -93,38 +85,22 @@ pub struct InferenceArgs {
     #[arg(long = "wds_image_key", alias = "wds-image-key", default_value = "jpg")]
     pub wds_image_key: String,
     /// Caption member extension (webdataset) or column (parquet; falls back to caption/text).
-    #[arg(
-        long = "wds_caption_key",
-        alias = "wds-caption-key",
-        default_value = "txt"
-    )]
+    #[arg(long = "wds_caption_key", alias = "wds-caption-key", default_value = "txt")]
     pub wds_caption_key: String,
     /// Number of output partitions.
     #[arg(long = "output_partition_count", alias = "output-partition-count")]
     pub output_partition_count: Option<usize>,
     /// Estimated samples per shard or parquet file, to size partitions.
-    #[arg(
-        long = "wds_number_file_per_input_file",
-        alias = "wds-number-file-per-input-file",
-        default_value_t = 10_000
-    )]
+    #[arg(long = "wds_number_file_per_input_file", alias = "wds-number-file-per-input-file", default_value_t = 10_000)]
     pub wds_number_file_per_input_file: usize,
     /// Compute only these partitions (comma-separated ids), e.g. one per pod.
     #[arg(long = "partition_ids", alias = "partition-ids", value_delimiter = ',')]
     pub partition_ids: Option<Vec<usize>>,
     /// Embedding dtype in the npy files: float16 (clip-retrieval's) or float32.
-    #[arg(
-        long = "embedding_dtype",
-        alias = "embedding-dtype",
-        default_value = "float16"
-    )]
+    #[arg(long = "embedding_dtype", alias = "embedding-dtype", default_value = "float16")]
     pub embedding_dtype: String,
     /// Accepted for compatibility; only "sequential" exists (partitions run in order; scale out with --partition_ids).
-    #[arg(
-        long = "distribution_strategy",
-        alias = "distribution-strategy",
-        default_value = "sequential"
-    )]
+    #[arg(long = "distribution_strategy", alias = "distribution-strategy", default_value = "sequential")]
     pub distribution_strategy: String,
     /// Accepted for compatibility and ignored (inputs are streamed, S3 objects go to temporary files).
     #[arg(long = "cache_path", alias = "cache-path")]
@@ -156,11 +132,7 @@ pub struct SampleDatasetArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// files, webdataset or parquet.
-    #[arg(
-        long = "output_format",
-        alias = "output-format",
-        default_value = "files"
-    )]
+    #[arg(long = "output_format", alias = "output-format", default_value = "files")]
     pub output_format: String,
     /// Samples per tar shard or parquet file.
     #[arg(long = "shard_size", alias = "shard-size", default_value_t = 1000)]

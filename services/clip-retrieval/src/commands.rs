@@ -19,15 +19,10 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// Loads the model named by the flags.
 pub fn load_model(m: &ModelArgs) -> Result<ClipModel> {
-    let folder =
-        crate::model_source::resolve(m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
+    let folder = crate::model_source::resolve(m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
     let device: ExecutionDevice = m.device.parse().map_err(anyhow::Error::msg)?;
-    let options = SessionOptions {
-        device,
-        intra_threads: m.num_threads,
-    };
-    let model = ClipModel::load(&folder, options)
-        .with_context(|| format!("loading model {}", folder.display()))?;
+    let options = SessionOptions { device, intra_threads: m.num_threads };
+    let model = ClipModel::load(&folder, options).with_context(|| format!("loading model {}", folder.display()))?;
     tracing::info!(model = %folder.display(), embed_dim = model.embed_dim(), trims_captions = model.trims_captions(), "model loaded");
     Ok(model)
 }
@@ -39,11 +34,7 @@ struct BarProgress {
 
 impl BarProgress {
     fn new(hidden: bool) -> Self {
-        let bar = if hidden {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new_spinner()
-        };
+        let bar = if hidden { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} partition {prefix} [{elapsed_precise}] {pos} samples ({per_sec}) {msg}",
@@ -80,7 +71,9 @@ impl Progress for BarProgress {
 
 fn inference(a: InferenceArgs) -> Result<()> {
     if a.use_mclip {
-        bail!("--use_mclip True is not supported: multilingual CLIP models have no ONNX export in the supported layout");
+        bail!(
+            "--use_mclip True is not supported: multilingual CLIP models have no ONNX export in the supported layout"
+        );
     }
     if a.distribution_strategy != "sequential" {
         bail!("--distribution_strategy {:?} is not supported: partitions run sequentially; run several processes with --partition_ids to scale out", a.distribution_strategy);
@@ -110,11 +103,11 @@ fn inference(a: InferenceArgs) -> Result<()> {
         dtype,
     };
     // Check the input before paying for the model load.
-    let (_, count) = clip_inference::plan(&opts)?;
+    let (plan, count) = clip_inference::plan(&opts)?;
     tracing::info!(input = %opts.input_dataset, partitions = count, "dataset listed");
     let model = load_model(&a.model)?;
     let progress = BarProgress::new(a.no_progress);
-    let summary = clip_inference::run(&model, &opts, &progress)?;
+    let summary = clip_inference::run_plan(&model, &opts, &plan, count, &progress)?;
     progress.bar.finish_and_clear();
     println!(
         "{} samples embedded in {:.1}s ({:.1} samples/s), {} skipped; partitions: {} computed, {} already done, {} total. Output: {}",
@@ -152,9 +145,6 @@ fn sample_dataset(a: SampleDatasetArgs) -> Result<()> {
     }
     writer.finish()?;
     bar.finish_and_clear();
-    println!(
-        "wrote {} samples ({}) to {}",
-        a.count, a.output_format, a.output_folder
-    );
+    println!("wrote {} samples ({}) to {}", a.count, a.output_format, a.output_folder);
     Ok(())
 }

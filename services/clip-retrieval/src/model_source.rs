@@ -27,7 +27,9 @@ fn shipped_model() -> Option<PathBuf> {
 /// Turns the flag into a local folder, downloading s3:// folders into `cache`.
 pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf> {
     let Some(spec) = clip_model else {
-        return shipped_model().with_context(|| format!("no --clip_model given and the shipped {SHIPPED_MODEL} was not found; set CLIP_RETRIEVAL_MODEL"));
+        return shipped_model().with_context(|| {
+            format!("no --clip_model given and the shipped {SHIPPED_MODEL} was not found; set CLIP_RETRIEVAL_MODEL")
+        });
     };
     match Location::parse(spec) {
         Location::Local(p) => {
@@ -45,9 +47,7 @@ pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf>
         }
         loc @ Location::S3 { .. } => {
             let root = cache.map(PathBuf::from).unwrap_or_else(default_cache);
-            let Location::S3 { bucket, key } = &loc else {
-                unreachable!()
-            };
+            let Location::S3 { bucket, key } = &loc else { unreachable!() };
             let dest = root.join(bucket).join(key);
             storage::download_folder(&loc, &dest)
                 .with_context(|| format!("copying model {loc} to {}", dest.display()))?;
@@ -57,8 +57,6 @@ pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf>
 }
 
 fn default_cache() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new("/tmp").to_path_buf());
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| Path::new("/tmp").to_path_buf());
     home.join(".cache/clip-retrieval/models")
 }

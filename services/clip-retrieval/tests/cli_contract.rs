@@ -22,16 +22,10 @@ const INFERENCE_FLAGS: [&str; 14] = [
 
 #[test]
 fn inference_help_lists_every_clip_retrieval_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_clip-retrieval"))
-        .args(["inference", "--help"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clip-retrieval")).args(["inference", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in INFERENCE_FLAGS {
-        assert!(
-            help.contains(&format!("--{flag}")),
-            "--{flag} missing from:\n{help}"
-        );
+        assert!(help.contains(&format!("--{flag}")), "--{flag} missing from:\n{help}");
     }
 }
 
@@ -42,30 +36,14 @@ fn kebab_case_and_python_booleans_parse() {
     let out = Command::new(env!("CARGO_BIN_EXE_clip-retrieval"))
         .args(["inference", "--input-dataset"])
         .arg(dir.path())
-        .args([
-            "--output-folder",
-            "/tmp/unused",
-            "--enable-text",
-            "False",
-            "--enable_metadata",
-            "--batch-size",
-            "3",
-        ])
+        .args(["--output-folder", "/tmp/unused", "--enable-text", "False", "--enable_metadata", "--batch-size", "3"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("no image files"), "{err}");
     let bad = Command::new(env!("CARGO_BIN_EXE_clip-retrieval"))
-        .args([
-            "inference",
-            "--input_dataset",
-            "x",
-            "--output_folder",
-            "y",
-            "--enable_text",
-            "maybe",
-        ])
+        .args(["inference", "--input_dataset", "x", "--output_folder", "y", "--enable_text", "maybe"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected True or False"));

@@ -26,11 +26,8 @@ pub const SHAPES: [&str; 4] = ["circle", "square", "triangle", "diamond"];
 pub const SIZES: [(&str, f32); 3] = [("small", 0.12), ("medium", 0.2), ("large", 0.3)];
 
 /// Background names and their nominal RGB.
-pub const BACKGROUNDS: [(&str, [u8; 3]); 3] = [
-    ("white", [245, 245, 245]),
-    ("grey", [128, 128, 128]),
-    ("black", [15, 15, 15]),
-];
+pub const BACKGROUNDS: [(&str, [u8; 3]); 3] =
+    [("white", [245, 245, 245]), ("grey", [128, 128, 128]), ("black", [15, 15, 15])];
 
 /// Ground truth of one rendered sample.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,10 +45,7 @@ pub struct ShapeAttributes {
 impl ShapeAttributes {
     /// The caption of a sample with these attributes.
     pub fn caption(&self) -> String {
-        format!(
-            "a {} {} {} on a {} background",
-            self.size, self.color, self.shape, self.background
-        )
+        format!("a {} {} {} on a {} background", self.size, self.color, self.shape, self.background)
     }
 }
 
@@ -73,12 +67,7 @@ impl SyntheticSample {
     pub fn jpeg(&self) -> Vec<u8> {
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
-            .write_image(
-                self.image.as_raw(),
-                self.image.width(),
-                self.image.height(),
-                image::ExtendedColorType::Rgb8,
-            )
+            .write_image(self.image.as_raw(), self.image.width(), self.image.height(), image::ExtendedColorType::Rgb8)
             .expect("encoding an in-memory RGB image cannot fail");
         out
     }
@@ -135,27 +124,13 @@ pub fn render(seed: u64, index: u64) -> SyntheticSample {
         let mut c = [0u8; 3];
         for ch in 0..3 {
             let v = (fg[ch] as i32 * hits + bg[ch] as i32 * (4 - hits)) / 4;
-            let n = if noise > 0 {
-                rng.random_range(-noise..=noise)
-            } else {
-                0
-            };
+            let n = if noise > 0 { rng.random_range(-noise..=noise) } else { 0 };
             c[ch] = (v + n).clamp(0, 255) as u8;
         }
         *px = Rgb(c);
     }
-    let attributes = ShapeAttributes {
-        color,
-        shape,
-        size,
-        background,
-    };
-    SyntheticSample {
-        key: format!("{index:09}"),
-        image: img,
-        caption: attributes.caption(),
-        attributes,
-    }
+    let attributes = ShapeAttributes { color, shape, size, background };
+    SyntheticSample { key: format!("{index:09}"), image: img, caption: attributes.caption(), attributes }
 }
 
 #[cfg(test)]
@@ -176,16 +151,8 @@ mod tests {
             let s = render(7, i);
             let rgb = COLORS.iter().find(|c| c.0 == s.attributes.color).unwrap().1;
             // The caption must describe the image: count pixels close to the nominal colour.
-            let close = s
-                .image
-                .pixels()
-                .filter(|p| (0..3).all(|c| (p[c] as i32 - rgb[c] as i32).abs() < 50))
-                .count();
-            assert!(
-                close > 100,
-                "sample {i} ({}) has only {close} pixels of its colour",
-                s.caption
-            );
+            let close = s.image.pixels().filter(|p| (0..3).all(|c| (p[c] as i32 - rgb[c] as i32).abs() < 50)).count();
+            assert!(close > 100, "sample {i} ({}) has only {close} pixels of its colour", s.caption);
         }
     }
 }
