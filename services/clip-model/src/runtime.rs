@@ -1,7 +1,7 @@
 //! Finding and loading the ONNX Runtime shared library (`load-dynamic`), once per process.
 //!
-//! Order: `ORT_DYLIB_PATH`; a `libonnxruntime.so*` beside the executable; `.cache/onnxruntime/` in the executable's
-//! folder or any parent (where `scripts/setup.sh` installs it in a checkout); `~/.cache/clip-retrieval/onnxruntime/`.
+//! Order: `ORT_DYLIB_PATH`; the library beside the executable; `.cache/onnxruntime/` in any parent of the executable
+//! or of the working directory (where `scripts/setup.sh` installs it in a checkout); `~/.cache/clip-retrieval/onnxruntime/`.
 
 use crate::error::{ModelError, Result};
 use std::path::{Path, PathBuf};
@@ -43,14 +43,14 @@ fn candidates() -> Vec<PathBuf> {
         out.push(PathBuf::from(p));
         return out;
     }
-    if let Ok(exe) = std::env::current_exe() {
-        let mut dir = exe.parent().map(Path::to_path_buf);
-        if let Some(d) = &dir {
-            out.push(d.join(ORT_LIBRARY_NAME));
-        }
-        while let Some(d) = dir {
-            out.push(d.join(".cache/onnxruntime").join(ORT_LIBRARY_NAME));
-            dir = d.parent().map(Path::to_path_buf);
+    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        out.push(dir.join(ORT_LIBRARY_NAME));
+    }
+    // A checkout's .cache/ above the executable (target/ inside it) or above the working directory.
+    let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
+    for start in starts.iter().flatten() {
+        for dir in start.ancestors() {
+            out.push(dir.join(".cache/onnxruntime").join(ORT_LIBRARY_NAME));
         }
     }
     if let Some(home) = std::env::var_os("HOME") {
