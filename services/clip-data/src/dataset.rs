@@ -538,3 +538,73 @@ fn cell_json(col: &dyn Array, row: usize) -> Option<Value> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ReadOptions {
+        ReadOptions {
+            enable_image: true,
+            enable_text: true,
+            enable_metadata: false,
+            image_key: "jpg".into(),
+            caption_key: "txt".into(),
+        }
+    }
+
+    fn touch(dir: &std::path::Path, names: &[&str]) {
+        for n in names {
+            let p = dir.join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+    }
+
+    #[test]
+    fn files_are_grouped_by_key_sorted_and_dealt_round_robin() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(dir.path(), &["b.jpg", "b.txt", "a.PNG", "a.txt", "c/d.webp", "c/d.txt", "e.jpg", ".tmp-x.jpg", "f.txt"]);
+        let input = dir.path().to_str().unwrap();
+        let plan = DatasetPlan::discover(input, InputFormat::Files, options(), None).unwrap();
+        let keys: Vec<String> = plan
+            .units
+            .iter()
+            .map(|u| match u {
+                InputUnit::FileSample { key, .. } => key.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // e.jpg has no caption and f.txt no image: both dropped, as clip-retrieval does; hidden files ignored.
+        assert_eq!(keys, vec!["a", "b", "c/d"]);
+        assert_eq!(plan.partition(0, 2).len(), 2);
+        assert_eq!(plan.partition(1, 2).len(), 1);
+        assert_eq!(plan.default_partition_count(2, 1), 2);
+        assert_eq!(plan.default_partition_count(1_000_000, 1), 1);
+        let subset = DatasetPlan::discover(input, InputFormat::Files, options(), Some(2)).unwrap();
+        assert_eq!(subset.units.len(), 2);
+    }
+
+    #[test]
+    fn captions_are_optional_when_none_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(dir.path(), &["a.jpg", "b.jpg"]);
+        let plan = DatasetPlan::discover(dir.path().to_str().unwrap(), InputFormat::Files, options(), None).unwrap();
+        assert_eq!(plan.units.len(), 2);
+        assert!(!plan.options.enable_text, "text switches off when the folder has no caption");
+    }
+
+    #[test]
+    fn container_partitions_never_outnumber_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(dir.path(), &["0.tar", "1.tar", "2.tar", "notes.md"]);
+        let plan =
+            DatasetPlan::discover(dir.path().to_str().unwrap(), InputFormat::Webdataset, options(), None).unwrap();
+        assert_eq!(plan.units.len(), 3);
+        assert_eq!(plan.default_partition_count(1_000_000, 10_000), 1);
+        assert_eq!(plan.default_partition_count(10, 10_000), 3);
+        let err =
+            DatasetPlan::discover(dir.path().to_str().unwrap(), InputFormat::Parquet, options(), None).unwrap_err();
+        assert!(err.to_string().contains("no .parquet files"), "{err}");
+    }
+}
