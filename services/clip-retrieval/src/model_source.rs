@@ -32,19 +32,12 @@ pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf>
         });
     };
     match Location::parse(spec) {
-        Location::Local(p) => {
-            if p.is_dir() {
-                return Ok(p);
-            }
-            if !spec.contains('/') || spec.contains("ViT") {
-                bail!(
-                    "--clip_model {spec:?} is not a folder. Models are folders in the immich/OpenCLIP ONNX layout (local or s3://); \
-                     export one with models/scripts/export_openclip.py --model {} --pretrained <tag> while online",
-                    spec.replace('/', "-")
-                );
-            }
-            bail!("--clip_model {spec}: no such folder")
-        }
+        Location::Local(p) if p.is_dir() => Ok(p),
+        Location::Local(_) => bail!(
+            "--clip_model {spec:?}: no such folder. Models are folders in the immich/OpenCLIP ONNX layout (local or \
+             s3://); for a named checkpoint such as ViT-B/32, export one while online with \
+             models/scripts/export_openclip.py --model ViT-B-32 --pretrained <tag> --out <folder>"
+        ),
         loc @ Location::S3 { .. } => {
             let root = cache.map(PathBuf::from).unwrap_or_else(default_cache);
             let Location::S3 { bucket, key } = &loc else { unreachable!() };
