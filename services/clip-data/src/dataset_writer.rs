@@ -5,7 +5,6 @@ use crate::storage::{Location, OutputFile};
 use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
-use std::io::Write;
 use std::sync::Arc;
 
 /// One sample to write.
@@ -144,15 +143,8 @@ impl DatasetWriter {
         ]));
         let columns: Vec<ArrayRef> =
             vec![Arc::new(key.finish()), Arc::new(caption.finish()), Arc::new(jpg.finish()), Arc::new(meta.finish())];
-        let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match schema");
-        let loc = folder.join(&format!("{file:05}.parquet"));
-        let err = |e: parquet::errors::ParquetError| DataError::format(&loc, e);
-        let mut out = OutputFile::create(&loc)?;
-        let mut w = parquet::arrow::ArrowWriter::try_new(out.file(), schema, None).map_err(err)?;
-        w.write(&batch).map_err(err)?;
-        w.close().map_err(err)?;
-        out.flush().map_err(DataError::io(&loc))?;
-        out.commit()?;
+        let batch = RecordBatch::try_new(schema, columns).expect("columns match schema");
+        crate::metadata::write_parquet(&folder.join(&format!("{file:05}.parquet")), &batch)?;
         *file += 1;
         rows.clear();
         Ok(())

@@ -106,15 +106,19 @@ impl MetadataTable {
 
     /// Writes the table as parquet (snappy) to `target`, atomically.
     pub fn write(&self, target: &Location) -> Result<()> {
-        let batch = self.to_record_batch();
-        let mut out = OutputFile::create(target)?;
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let err = |e: parquet::errors::ParquetError| DataError::format(target, format!("writing parquet: {e}"));
-        let mut writer = ArrowWriter::try_new(out.file(), batch.schema(), Some(props)).map_err(err)?;
-        writer.write(&batch).map_err(err)?;
-        writer.close().map_err(err)?;
-        out.commit()
+        write_parquet(target, &self.to_record_batch())
     }
+}
+
+/// Writes one record batch as a snappy-compressed parquet file, atomically.
+pub fn write_parquet(target: &Location, batch: &RecordBatch) -> Result<()> {
+    let mut out = OutputFile::create(target)?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let err = |e: parquet::errors::ParquetError| DataError::format(target, format!("writing parquet: {e}"));
+    let mut writer = ArrowWriter::try_new(out.file(), batch.schema(), Some(props)).map_err(err)?;
+    writer.write(batch).map_err(err)?;
+    writer.close().map_err(err)?;
+    out.commit()
 }
 
 /// Chooses the narrowest column type holding every value, as pandas would (bool, int64, float64, else string).
