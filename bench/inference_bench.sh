@@ -4,10 +4,8 @@
 #   bash bench/inference_bench.sh [COUNT=2000] [BATCH=64] [WORKERS=2]
 # Installs into .cache/bench-venv (clip-retrieval, torch, open_clip, onnx: several GB, once).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 COUNT="${1:-2000}"; BATCH="${2:-64}"; WORKERS="${3:-2}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clip-retrieval/target}"
 WORK="$ROOT/.cache/bench"; VENV="$ROOT/.cache/bench-venv"
 bash scripts/setup.sh
 if ! "$VENV/bin/python" -c "import clip_retrieval, onnx, onnxscript, onnxruntime" 2>/dev/null; then

@@ -2,12 +2,7 @@
 # The demo on a fresh machine: install what is needed, build, render a synthetic captioned dataset with the shipped
 # generator, and embed it with the shipped model. Outputs land in ./demo (override with DEMO_DIR).
 set -euo pipefail
-# CI may run with a minimal environment: make HOME and rustup's cargo available.
-: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"; export HOME
-command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clip-retrieval/target}"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 DEMO_DIR="${DEMO_DIR:-$ROOT/demo}"
 COUNT="${COUNT:-1000}"
 bash scripts/setup.sh

@@ -7,10 +7,7 @@
 # Slow artefacts are cached outside the repository (~/.cache/clip-retrieval) and copied in when present.
 # Idempotent: a second run takes seconds.
 set -euo pipefail
-# CI may run with a minimal environment: make HOME and rustup's cargo available.
-: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"; export HOME
-command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 CACHE="${CLIP_RETRIEVAL_CACHE:-$HOME/.cache/clip-retrieval}"
 ORT_VERSION=1.32.0
 ORT_LIB="libonnxruntime.so.$ORT_VERSION"
