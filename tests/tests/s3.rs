@@ -97,5 +97,5 @@ fn wrong_s3_credentials_are_a_clear_error() {
     let out = run(&mut c, false);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("s3://data/nothing"), "{err}");
+    assert!(err.contains("s3://data/nothing") && err.contains("SignatureDoesNotMatch"), "{err}");
 }

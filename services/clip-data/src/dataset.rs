@@ -313,17 +313,14 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
         Err(e) => return emit(skipped(loc, format!("not a tar file: {e}"))),
     };
     let mut current: Option<(String, BTreeMap<String, Vec<u8>>)> = None;
+    // A truncated or corrupt tar ends the shard: what was read before is kept, the rest is one skip.
+    let mut corruption: Option<(String, std::io::Error)> = None;
     for entry in entries {
         let mut entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                // A truncated or corrupt tar: keep what was read, skip the rest of the shard.
-                if let Some((key, members)) = current.take() {
-                    if !emit(shard_sample(loc, key, members, o)) {
-                        return false;
-                    }
-                }
-                return emit(skipped(loc, format!("corrupt tar, rest of the shard skipped: {e}")));
+                corruption = Some((loc.to_string(), e));
+                break;
             }
         };
         if !entry.header().entry_type().is_file() {
@@ -340,12 +337,8 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
         let key = format!("{dir}{stem}");
         let mut data = Vec::with_capacity(entry.size() as usize);
         if let Err(e) = std::io::Read::read_to_end(&mut entry, &mut data) {
-            if let Some((key, members)) = current.take() {
-                if !emit(shard_sample(loc, key, members, o)) {
-                    return false;
-                }
-            }
-            return emit(skipped(format!("{loc}:{path}"), format!("corrupt tar, rest of the shard skipped: {e}")));
+            corruption = Some((format!("{loc}:{path}"), e));
+            break;
         }
         if current.as_ref().is_some_and(|(k, _)| *k != key) {
             let (k, members) = current.take().expect("checked");
@@ -355,8 +348,13 @@ fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -
         }
         current.get_or_insert_with(|| (key, BTreeMap::new())).1.insert(ext.to_ascii_lowercase(), data);
     }
-    match current {
-        Some((key, members)) => emit(shard_sample(loc, key, members, o)),
+    if let Some((key, members)) = current {
+        if !emit(shard_sample(loc, key, members, o)) {
+            return false;
+        }
+    }
+    match corruption {
+        Some((input, e)) => emit(skipped(input, format!("corrupt tar, rest of the shard skipped: {e}"))),
         None => true,
     }
 }

@@ -38,10 +38,10 @@ pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf>
              s3://); for a named checkpoint such as ViT-B/32, export one while online with \
              models/scripts/export_openclip.py --model ViT-B-32 --pretrained <tag> --out <folder>"
         ),
-        loc @ Location::S3 { .. } => {
+        Location::S3 { bucket, key } => {
             let root = cache.map(PathBuf::from).unwrap_or_else(default_cache);
-            let Location::S3 { bucket, key } = &loc else { unreachable!() };
-            let dest = root.join(bucket).join(key);
+            let dest = root.join(&bucket).join(&key);
+            let loc = Location::S3 { bucket, key };
             storage::download_folder(&loc, &dest)
                 .with_context(|| format!("copying model {loc} to {}", dest.display()))?;
             Ok(dest)
