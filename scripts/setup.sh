@@ -2,7 +2,8 @@
 # Installs everything the project needs on a fresh machine, from package registries only:
 #   - Debian packages for building (C toolchain pieces used by -sys crates);
 #   - the ONNX Runtime shared library, taken from the PyPI wheel onnxruntime==1.32.0, into .cache/onnxruntime/;
-#   - a Python venv (.cache/venv) with numpy and pyarrow, used by tests to read our outputs as Python users do;
+#   - a Python venv (.cache/venv) with numpy, pyarrow and faiss-cpu, used by tests to read our outputs as Python users do;
+#   - cmake and OpenBLAS, with which the faiss crate builds faiss 1.12 from source (cached in the cargo target dir);
 #   - s3s-fs 0.14.1 (a real S3 server, SigV4) built from crates.io, for the s3:// tests.
 # Slow artefacts are cached outside the repository (~/.cache/clip-retrieval) and copied in when present.
 # Idempotent: a second run takes seconds.
@@ -50,10 +51,10 @@ PY
 
 install_venv() {
   local venv="$ROOT/.cache/venv"
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import numpy, pyarrow" 2>/dev/null; then
-    log "creating $venv (numpy, pyarrow)"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import numpy, pyarrow, faiss" 2>/dev/null; then
+    log "creating $venv (numpy, pyarrow, faiss-cpu)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q numpy pyarrow
+    "$venv/bin/pip" install -q numpy pyarrow "faiss-cpu==1.12.0"
   fi
 }
 
@@ -67,7 +68,7 @@ install_s3s() {
   ln -sf "$bin" "$ROOT/.cache/bin/s3s-fs"
 }
 
-apt_install pkg-config python3-venv
+apt_install pkg-config python3-venv cmake libopenblas-dev
 install_ort
 install_venv
 install_s3s

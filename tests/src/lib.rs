@@ -178,3 +178,80 @@ print(json.dumps(out))
     let o = run(python().arg("-c").arg(script).arg(output), true);
     serde_json::from_slice(&o.stdout).expect("python printed JSON")
 }
+
+/// Clustered unit vectors like CLIP embeddings (not uniform noise): `clusters` random centres, each point a centre
+/// plus gaussian noise of scale `spread`, normalised. Deterministic per seed.
+pub fn clustered_embeddings(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) -> Vec<Vec<f32>> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut gauss = move || -> f32 {
+        // Box-Muller.
+        let (u, v): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random_range(0.0..1.0));
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    };
+    let centres: Vec<Vec<f32>> = (0..clusters).map(|_| normalised((0..dim).map(|_| gauss()).collect())).collect();
+    (0..n)
+        .map(|i| {
+            let c = &centres[(i * 7919) % clusters];
+            normalised(c.iter().map(|x| x + spread * gauss() / (dim as f32).sqrt()).collect())
+        })
+        .collect()
+}
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// Writes rows as `<folder>/img_emb/img_emb_N.npy` partitions of `per_partition` rows (alternating f16 and f32 as
+/// both occur in practice) and a matching `metadata/metadata_N.parquet` with `caption` = "row <global id>".
+/// Returns the rows as they read back (f16 rounding applied), for exact reference search.
+pub fn write_embeddings_folder(folder: &Path, rows: &[Vec<f32>], per_partition: usize) -> Vec<Vec<f32>> {
+    use clip_data::npy::{NpyDtype, NpyWriter};
+    let count = rows.len().div_ceil(per_partition);
+    std::fs::create_dir_all(folder.join("img_emb")).unwrap();
+    let mut stored = Vec::with_capacity(rows.len());
+    for (p, chunk) in rows.chunks(per_partition).enumerate() {
+        let name = clip_data::partition_name(p, count);
+        let dtype = if p % 2 == 0 { NpyDtype::F16 } else { NpyDtype::F32 };
+        let file = std::fs::File::create(folder.join(format!("img_emb/img_emb_{name}.npy"))).unwrap();
+        let mut w = NpyWriter::new(file, dtype, chunk[0].len()).unwrap();
+        let mut table = clip_data::metadata::MetadataTable::new(false, true);
+        for (i, r) in chunk.iter().enumerate() {
+            w.write_row(r).unwrap();
+            stored.push(match dtype {
+                NpyDtype::F16 => r.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect(),
+                NpyDtype::F32 => r.clone(),
+            });
+            table.push(clip_data::metadata::MetadataRow {
+                caption: Some(format!("row {}", p * per_partition + i)),
+                ..Default::default()
+            });
+        }
+        w.finish().unwrap();
+        table.write(&clip_data::Location::Local(folder.join(format!("metadata/metadata_{name}.parquet")))).unwrap();
+    }
+    stored
+}
+
+/// Exact top-`k` by inner product in float64: `(id, score)`, best first, ties by id.
+pub fn brute_force_ip(rows: &[Vec<f32>], query: &[f32], k: usize) -> Vec<(i64, f64)> {
+    let mut scored: Vec<(i64, f64)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as i64, r.iter().zip(query).map(|(a, b)| *a as f64 * *b as f64).sum()))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(k);
+    scored
+}
+
+/// Resident memory of this process now (VmRSS), in bytes.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}

@@ -20,6 +20,13 @@ pub enum Command {
     /// Render the synthetic captioned dataset (coloured shapes) as files, webdataset shards or parquet.
     #[command(name = "sample-dataset", alias = "sample_dataset")]
     SampleDataset(SampleDatasetArgs),
+    /// Embeddings -> faiss indices (image.index, text.index) under a memory budget, plus the metadata row store.
+    Index(IndexArgs),
+    /// Merge index folders built on consecutive shards into one.
+    #[command(name = "index_combiner", alias = "index-combiner")]
+    IndexCombiner(IndexCombinerArgs),
+    /// Query an index and copy the matching images out, with results.parquet.
+    Filter(Box<FilterArgs>),
 }
 
 /// Parses Python-style booleans.
@@ -140,4 +147,97 @@ pub struct SampleDatasetArgs {
     /// First sample index (to render disjoint slices of one dataset).
     #[arg(long, default_value_t = 0)]
     pub start: u64,
+}
+
+/// `clip-retrieval index`.
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Folder written by `inference` (img_emb/, text_emb/, metadata/); local or s3://.
+    #[arg(long = "embeddings_folder", alias = "embeddings-folder")]
+    pub embeddings_folder: String,
+    /// Where to write image.index, text.index, their reports and metadata.arrow; local or s3://.
+    #[arg(long = "index_folder", alias = "index-folder")]
+    pub index_folder: String,
+    /// Memory the served index may take (e.g. 4G, 512M).
+    #[arg(long = "max_index_memory_usage", alias = "max-index-memory-usage", default_value = "4G")]
+    pub max_index_memory_usage: String,
+    /// Memory the build may use.
+    #[arg(long = "current_memory_available", alias = "current-memory-available", default_value = "16G")]
+    pub current_memory_available: String,
+    /// Also copy metadata/*.parquet into the index folder.
+    #[arg(long = "copy_metadata", alias = "copy-metadata", default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub copy_metadata: bool,
+    /// Sub-folder of image embeddings.
+    #[arg(long = "image_subfolder", alias = "image-subfolder", default_value = "img_emb")]
+    pub image_subfolder: String,
+    /// Sub-folder of text embeddings.
+    #[arg(long = "text_subfolder", alias = "text-subfolder", default_value = "text_emb")]
+    pub text_subfolder: String,
+    /// faiss threads (default: all cores).
+    #[arg(long = "nb_cores", alias = "nb-cores")]
+    pub nb_cores: Option<usize>,
+    /// Distance: ip (cosine on normalised embeddings) or l2.
+    #[arg(long, default_value = "ip")]
+    pub metric: String,
+    /// Single-query latency budget for tuning, in milliseconds.
+    #[arg(long = "max_index_query_time_ms", alias = "max-index-query-time-ms", default_value_t = 10.0)]
+    pub max_index_query_time_ms: f64,
+    /// Recall@10 the tuned index should reach; a warning says when it does not.
+    #[arg(long = "min_recall", alias = "min-recall", default_value_t = 0.0)]
+    pub min_recall: f64,
+    /// Force a faiss factory string (autofaiss's index_key), e.g. "IVF256,SQ8".
+    #[arg(long = "index_key", alias = "index-key")]
+    pub index_key: Option<String>,
+    /// Reuse the trained indices of this index folder (e.g. part 0's) so that parts can be merged by index_combiner.
+    #[arg(long = "trained_index_folder", alias = "trained-index-folder")]
+    pub trained_index_folder: Option<std::path::PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long = "no_progress", alias = "no-progress")]
+    pub no_progress: bool,
+}
+
+/// `clip-retrieval index_combiner`.
+#[derive(Debug, Args)]
+pub struct IndexCombinerArgs {
+    /// Index folders of the parts, in id order (comma-separated, local).
+    #[arg(long = "input_folders", alias = "input-folders", value_delimiter = ',', required = true)]
+    pub input_folders: Vec<String>,
+    /// Where the merged index folder goes (local).
+    #[arg(long = "output_folder", alias = "output-folder")]
+    pub output_folder: String,
+}
+
+/// `clip-retrieval filter`.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Text to search for, or the path of an image.
+    #[arg(long)]
+    pub query: String,
+    /// Where matched images and results.parquet go.
+    #[arg(long = "output_folder", alias = "output-folder")]
+    pub output_folder: String,
+    /// Index folder made by `clip-retrieval index`.
+    #[arg(long = "indice_folder", alias = "indice-folder")]
+    pub indice_folder: String,
+    /// Results of a top-k search.
+    #[arg(long = "num_results", alias = "num-results", default_value_t = 100)]
+    pub num_results: usize,
+    /// Keep every result with similarity >= threshold (range search) instead of the top num_results.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Which index to search: image or text.
+    #[arg(long, default_value = "image")]
+    pub modality: String,
+    /// How to read --query: auto (an existing file is an image), text or image.
+    #[arg(long = "query_type", alias = "query-type", default_value = "auto")]
+    pub query_type: String,
+    /// The dataset the index was built from, to extract images of webdataset/parquet inputs (their image_path is a key).
+    #[arg(long = "input_dataset", alias = "input-dataset")]
+    pub input_dataset: Option<String>,
+    /// Format of --input_dataset: files, webdataset or parquet.
+    #[arg(long = "input_format", alias = "input-format", default_value = "webdataset")]
+    pub input_format: String,
+    /// Model to use.
+    #[command(flatten)]
+    pub model: ModelArgs,
 }

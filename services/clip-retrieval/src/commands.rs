@@ -1,6 +1,6 @@
 //! What each subcommand does: argument checks, then one call into the engine crates.
 
-use crate::args::{Cli, Command, InferenceArgs, ModelArgs, SampleDatasetArgs};
+use crate::args::{Cli, Command, IndexArgs, IndexCombinerArgs, InferenceArgs, ModelArgs, SampleDatasetArgs};
 use anyhow::{bail, Context, Result};
 use clip_data::dataset_writer::{DatasetWriter, OwnedSample};
 use clip_data::npy::NpyDtype;
@@ -14,6 +14,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inference(a) => inference(*a),
         Command::SampleDataset(a) => sample_dataset(a),
+        Command::Index(a) => index(a),
+        Command::IndexCombiner(a) => index_combiner(a),
+        Command::Filter(a) => crate::filter::filter(*a),
     }
 }
 
@@ -146,5 +149,92 @@ fn sample_dataset(a: SampleDatasetArgs) -> Result<()> {
     writer.finish()?;
     bar.finish_and_clear();
     println!("wrote {} samples ({}) to {}", a.count, a.output_format, a.output_folder);
+    Ok(())
+}
+
+/// An indicatif bar per build stage (training, adding, tuning).
+struct IndexBar {
+    bar: ProgressBar,
+}
+
+impl clip_index::BuildProgress for IndexBar {
+    fn stage(&self, name: &str, total: u64) {
+        self.bar.set_prefix(name.to_string());
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+    }
+    fn advance(&self, n: u64) {
+        self.bar.inc(n);
+    }
+}
+
+fn index(a: IndexArgs) -> Result<()> {
+    let mut options = clip_index::BuildOptions {
+        max_index_memory: clip_index::parse_memory(&a.max_index_memory_usage).context("--max_index_memory_usage")?,
+        current_memory_available: clip_index::parse_memory(&a.current_memory_available)
+            .context("--current_memory_available")?,
+        metric: clip_index::Metric::parse(&a.metric).context("--metric")?,
+        index_key: a.index_key,
+        max_query_ms: a.max_index_query_time_ms,
+        min_recall: a.min_recall,
+        ..Default::default()
+    };
+    if let Some(n) = a.nb_cores {
+        options.threads = n;
+    }
+    let job = clip_index::FolderBuild {
+        embeddings_folder: Location::parse(&a.embeddings_folder),
+        index_folder: Location::parse(&a.index_folder),
+        image_subfolder: a.image_subfolder,
+        text_subfolder: a.text_subfolder,
+        copy_metadata: a.copy_metadata,
+        options,
+        trained_index_folder: a.trained_index_folder,
+    };
+    let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {bar:30} {pos}/{len} rows ({per_sec})")
+            .expect("valid template"),
+    );
+    let progress = IndexBar { bar };
+    let report = clip_index::build_folder(&job, &progress)?;
+    progress.bar.finish_and_clear();
+    for (modality, r) in &report.indices {
+        println!(
+            "{}.index: {} vectors, {} ({}), recall@10 {:.3} at {:.2} ms/query, {:.1} MB (budget {:.1} MB), built in {:.1}s",
+            modality.name(),
+            r.count,
+            r.index_key,
+            if r.index_param.is_empty() { "exact" } else { &r.index_param },
+            r.recall_at_10,
+            r.query_ms,
+            r.index_bytes as f64 / 1e6,
+            r.max_index_memory_usage as f64 / 1e6,
+            r.build_seconds
+        );
+    }
+    if let Some(rows) = report.metadata_rows {
+        println!("metadata.arrow: {rows} rows");
+    }
+    println!("index folder: {}", a.index_folder);
+    Ok(())
+}
+
+fn index_combiner(a: IndexCombinerArgs) -> Result<()> {
+    let parts: Vec<std::path::PathBuf> = a.input_folders.iter().map(std::path::PathBuf::from).collect();
+    let out = std::path::PathBuf::from(&a.output_folder);
+    let mut merged = 0;
+    for modality in [clip_index::Modality::Image, clip_index::Modality::Text] {
+        if let Some(m) = clip_index::merge::merge_modality(&parts, &out, modality)? {
+            println!("{}.index: {} vectors from {} parts", modality.name(), m.count, m.parts);
+            merged += 1;
+        }
+    }
+    if merged == 0 {
+        bail!("none of {:?} holds image.index or text.index", a.input_folders);
+    }
+    if let Some(rows) = clip_index::merge::merge_row_stores(&parts, &out)? {
+        println!("metadata.arrow: {rows} rows");
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod filter;
 mod model_source;
 
 use clap::Parser;

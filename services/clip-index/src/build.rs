@@ -1,0 +1,227 @@
+//! Building one index (image or text) from an embeddings folder: choose, train on a sample, add in chunks while
+//! computing the exact neighbours of held-out queries, tune, write the index and its report.
+
+use crate::choice::{self, Codec, IndexChoice};
+use crate::embeddings::EmbeddingSource;
+use crate::error::{IndexError, Result};
+use crate::exact::ExactTopK;
+use crate::faiss_index::{set_threads, FaissIndex, Metric};
+use crate::report::{IndexReport, PartitionRows};
+use crate::tune::{self, RECALL_K};
+use clip_data::storage::OutputFile;
+use clip_data::Location;
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use std::time::Instant;
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Memory the index may take when served, in bytes.
+    pub max_index_memory: u64,
+    /// Memory the build may use, in bytes (training sample, chunks).
+    pub current_memory_available: u64,
+    /// Distance.
+    pub metric: Metric,
+    /// A faiss factory string forcing the index type (autofaiss's `index_key`).
+    pub index_key: Option<String>,
+    /// Single-query latency budget for tuning, in milliseconds.
+    pub max_query_ms: f64,
+    /// Recall@10 the tuned index should reach (reported when not met).
+    pub min_recall: f64,
+    /// faiss threads.
+    pub threads: usize,
+    /// Held-out queries used for tuning.
+    pub tuning_queries: usize,
+    /// Seed of the training and query samples.
+    pub seed: u64,
+    /// An index file whose training to reuse (its vectors are dropped): parts built from the same trained index can
+    /// be merged by `index_combiner`.
+    pub trained_index: Option<std::path::PathBuf>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            max_index_memory: 4 << 30,
+            current_memory_available: 16 << 30,
+            metric: Metric::Ip,
+            index_key: None,
+            max_query_ms: 10.0,
+            min_recall: 0.0,
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            tuning_queries: 1000,
+            seed: 0,
+            trained_index: None,
+        }
+    }
+}
+
+/// Reports the stages of a build (the CLI draws bars, services count).
+pub trait BuildProgress: Sync {
+    /// A stage starts; `total` is in rows.
+    fn stage(&self, name: &str, total: u64);
+    /// `n` more rows of the current stage are done.
+    fn advance(&self, n: u64);
+}
+
+/// Progress that reports nothing.
+pub struct NoProgress;
+impl BuildProgress for NoProgress {
+    fn stage(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+}
+
+/// Peak resident memory of this process so far (VmHWM), in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn training_rows(choice: &IndexChoice, n: u64, dim: usize, memory: u64) -> usize {
+    // ~64 points per list trains k-means well; PQ codebooks want at least ~64k points.
+    let wanted = if choice.nlist == 0 { 0 } else { (choice.nlist as u64 * 64).max(65_536) };
+    // The sample, faiss's copy of it and the residuals must fit in a quarter of the build memory.
+    let affordable = memory / 4 / (dim as u64 * 4 * 3).max(1);
+    wanted.min(n).min(affordable.max(choice.nlist as u64 * 39)) as usize
+}
+
+fn chunk_rows(dim: usize, memory: u64) -> usize {
+    ((memory / 8 / (dim as u64 * 4).max(1)) as usize).clamp(1024, 65_536)
+}
+
+/// Builds the index of `source` into `target` (`image.index`), returning its report (also written beside it by the
+/// caller as `image.json`).
+pub fn build_index(
+    source: &EmbeddingSource,
+    target: &Location,
+    opts: &BuildOptions,
+    progress: &dyn BuildProgress,
+) -> Result<IndexReport> {
+    let started = Instant::now();
+    set_threads(opts.threads);
+    let (n, dim) = (source.rows(), source.dim);
+    if n == 0 {
+        return Err(IndexError::invalid(&source.folder, "the embedding partitions hold no rows"));
+    }
+    let (choice, mut index) = match &opts.trained_index {
+        Some(path) => trained_start(path, n, dim)?,
+        None => {
+            let choice = match &opts.index_key {
+                Some(key) => forced_choice(key, n, dim),
+                None => choice::choose(n, dim, opts.max_index_memory)?,
+            };
+            let index = FaissIndex::from_factory(dim, &choice.factory, opts.metric)?;
+            (choice, index)
+        }
+    };
+    tracing::info!(factory = %choice.factory, rows = n, dim, estimated_bytes = choice.estimated_bytes, "index chosen");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+
+    if !index.is_trained() {
+        let rows = training_rows(&choice, n, dim, opts.current_memory_available);
+        progress.stage("training", rows as u64);
+        let mut ids: Vec<u64> = sample(&mut rng, n as usize, rows).into_iter().map(|i| i as u64).collect();
+        ids.sort_unstable();
+        let x = source.read_ids(&ids)?;
+        index.train(&x).map_err(|e| with_context(e, &choice.factory))?;
+        progress.advance(rows as u64);
+    }
+
+    let q = opts.tuning_queries.min(n as usize);
+    let mut query_ids: Vec<u64> = sample(&mut rng, n as usize, q).into_iter().map(|i| i as u64).collect();
+    query_ids.sort_unstable();
+    let queries = source.read_ids(&query_ids)?;
+    let mut exact = ExactTopK::new(queries.clone(), query_ids.clone(), dim, RECALL_K, opts.metric);
+
+    progress.stage("adding", n);
+    source.for_each_chunk(chunk_rows(dim, opts.current_memory_available), |first, rows| {
+        index.add(rows)?;
+        exact.add_chunk(first, rows)?;
+        progress.advance((rows.len() / dim) as u64);
+        Ok(())
+    })?;
+    let exact = exact.finish();
+
+    progress.stage("tuning", 0);
+    let hnsw = choice.factory.contains("_HNSW");
+    let tuning = tune::tune(&mut index, hnsw, &queries, &exact, &query_ids, opts.max_query_ms, opts.min_recall)?;
+    if !tuning.meets_min_recall {
+        tracing::warn!(
+            recall = tuning.chosen.recall_at_10,
+            min_recall = opts.min_recall,
+            "the tuned index does not reach --min_recall within --max_index_query_time_ms; give it more memory or time"
+        );
+    }
+
+    let index_bytes = write_index(&index, target)?;
+    Ok(IndexReport::new(
+        &choice,
+        opts,
+        &index,
+        tuning,
+        index_bytes,
+        started.elapsed().as_secs_f64(),
+        peak_rss_bytes(),
+        source.partitions.iter().map(|p| PartitionRows { number: p.number, rows: p.rows }).collect(),
+    ))
+}
+
+fn with_context(e: IndexError, factory: &str) -> IndexError {
+    match e {
+        IndexError::Faiss { what, message } => IndexError::Faiss { what: format!("{what} {factory}"), message },
+        other => other,
+    }
+}
+
+/// Starts from the training of an existing index file (and the factory string of its report, when beside it).
+fn trained_start(path: &std::path::Path, n: u64, dim: usize) -> Result<(IndexChoice, FaissIndex)> {
+    let mut index = FaissIndex::read(path, false)?;
+    if index.dim() != dim {
+        return Err(IndexError::invalid(
+            path.display(),
+            format!("--trained_index holds {}-dimensional vectors, the embeddings have {dim}", index.dim()),
+        ));
+    }
+    index.reset()?;
+    let report = path.with_extension("json");
+    let key = std::fs::read(&report)
+        .ok()
+        .and_then(|b| crate::report::IndexReport::from_json(&b, &report.display().to_string()).ok())
+        .map(|r| r.index_key)
+        .unwrap_or_else(|| format!("trained:{}", path.display()));
+    Ok((forced_choice(&key, n, dim), index))
+}
+
+/// A user-forced factory string, with its estimated size for the report.
+fn forced_choice(key: &str, n: u64, dim: usize) -> IndexChoice {
+    let nlist = key
+        .split(',')
+        .find_map(|part| part.strip_prefix("IVF"))
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let codec = if key == "Flat" { Codec::Flat } else { Codec::Sq8 };
+    IndexChoice {
+        factory: key.to_string(),
+        codec,
+        nlist,
+        estimated_bytes: choice::estimate_bytes(codec, n, dim, nlist),
+    }
+}
+
+/// Writes the index to `target` atomically (local rename or one S3 upload); returns its size.
+pub fn write_index(index: &FaissIndex, target: &Location) -> Result<u64> {
+    let tmp = tempfile::Builder::new().prefix(".faiss-").tempdir().map_err(IndexError::io("temporary folder"))?;
+    let path = tmp.path().join("index");
+    index.write(&path)?;
+    let bytes = std::fs::metadata(&path).map_err(IndexError::io(path.display()))?.len();
+    let mut out = OutputFile::create(target)?;
+    let mut file = std::fs::File::open(&path).map_err(IndexError::io(path.display()))?;
+    std::io::copy(&mut file, out.file()).map_err(IndexError::io(target))?;
+    out.commit()?;
+    Ok(bytes)
+}

@@ -1,0 +1,179 @@
+//! An index folder as clip-retrieval lays it out: `image.index`, `text.index`, `metadata/` (copied parquet), plus
+//! our `image.json` / `text.json` reports and the `metadata.arrow` row store. Building one from an embeddings folder,
+//! and opening one for serving.
+
+use crate::build::{build_index, BuildOptions, BuildProgress};
+use crate::embeddings::EmbeddingSource;
+use crate::error::{IndexError, Result};
+use crate::faiss_index::FaissIndex;
+use crate::report::{parse_params, IndexReport};
+use crate::row_store::{metadata_partitions, write_row_store, RowStore};
+use crate::tune;
+use clip_data::storage;
+use clip_data::Location;
+use std::path::{Path, PathBuf};
+
+/// The two embedding modalities and their file names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    /// `img_emb/` -> `image.index`.
+    Image,
+    /// `text_emb/` -> `text.index`.
+    Text,
+}
+
+impl Modality {
+    /// `image` or `text`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Text => "text",
+        }
+    }
+    /// The index file name.
+    pub fn index_file(self) -> String {
+        format!("{}.index", self.name())
+    }
+    /// The report file name.
+    pub fn report_file(self) -> String {
+        format!("{}.json", self.name())
+    }
+}
+
+/// File name of the metadata row store in an index folder.
+pub const ROW_STORE_FILE: &str = "metadata.arrow";
+
+/// What `clip-retrieval index` is asked to do.
+#[derive(Debug, Clone)]
+pub struct FolderBuild {
+    /// Where `inference` wrote its outputs.
+    pub embeddings_folder: Location,
+    /// Where the indices go.
+    pub index_folder: Location,
+    /// Sub-folder of image embeddings.
+    pub image_subfolder: String,
+    /// Sub-folder of text embeddings.
+    pub text_subfolder: String,
+    /// Also copy `metadata/*.parquet` into the index folder (clip-retrieval's `--copy_metadata`).
+    pub copy_metadata: bool,
+    /// Index options.
+    pub options: BuildOptions,
+    /// An index folder whose trained indices to reuse (`<folder>/image.index`, `<folder>/text.index`).
+    pub trained_index_folder: Option<PathBuf>,
+}
+
+/// What was built.
+#[derive(Debug)]
+pub struct FolderReport {
+    /// Per modality built.
+    pub indices: Vec<(Modality, IndexReport)>,
+    /// Rows in the metadata row store, when metadata was found.
+    pub metadata_rows: Option<u64>,
+}
+
+fn has_npy(folder: &Location) -> Result<bool> {
+    match storage::list(folder) {
+        Ok(files) => Ok(files.iter().any(|f| f.file_name().ends_with(".npy"))),
+        Err(clip_data::DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Builds every index the embeddings folder has data for, then the metadata row store.
+pub fn build_folder(job: &FolderBuild, progress: &dyn BuildProgress) -> Result<FolderReport> {
+    let mut indices = Vec::new();
+    let mut rows_of_first = None;
+    for (modality, sub) in [(Modality::Image, &job.image_subfolder), (Modality::Text, &job.text_subfolder)] {
+        let folder = job.embeddings_folder.join(sub);
+        if !has_npy(&folder)? {
+            tracing::info!(folder = %folder, "no {} embeddings; skipping the {} index", modality.name(), modality.name());
+            continue;
+        }
+        let source = EmbeddingSource::open(&folder)?;
+        let mut options = job.options.clone();
+        if let Some(trained) = &job.trained_index_folder {
+            options.trained_index = Some(trained.join(modality.index_file()));
+        }
+        let report = build_index(&source, &job.index_folder.join(&modality.index_file()), &options, progress)?;
+        let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+        storage::write(&job.index_folder.join(&modality.report_file()), &json)?;
+        tracing::info!(
+            modality = modality.name(),
+            index_key = %report.index_key,
+            index_param = %report.index_param,
+            recall_at_10 = report.recall_at_10,
+            index_bytes = report.index_bytes,
+            "index written"
+        );
+        if rows_of_first.is_none() {
+            rows_of_first = Some(source.partitions.iter().map(|p| (p.number, p.rows)).collect::<Vec<_>>());
+        }
+        indices.push((modality, report));
+    }
+    let Some(rows) = rows_of_first else {
+        return Err(IndexError::invalid(
+            &job.embeddings_folder,
+            format!("no embeddings in {}/ or {}/", job.image_subfolder, job.text_subfolder),
+        ));
+    };
+    let metadata_folder = job.embeddings_folder.join("metadata");
+    let partitions = match storage::list(&metadata_folder) {
+        Ok(_) => metadata_partitions(&metadata_folder)?,
+        Err(_) => Vec::new(),
+    };
+    let metadata_rows = if partitions.is_empty() {
+        tracing::warn!(folder = %metadata_folder, "no metadata partitions: results will carry ids only");
+        None
+    } else {
+        let n = write_row_store(&partitions, &rows, &job.index_folder.join(ROW_STORE_FILE))?;
+        if job.copy_metadata {
+            for (_, loc) in &partitions {
+                storage::write(&job.index_folder.join(&format!("metadata/{}", loc.file_name())), &storage::read(loc)?)?;
+            }
+        }
+        Some(n)
+    };
+    Ok(FolderReport { indices, metadata_rows })
+}
+
+/// An index opened for search, with its tuned parameters applied.
+#[derive(Debug)]
+pub struct LoadedIndex {
+    /// The faiss index.
+    pub index: FaissIndex,
+    /// Its report, when the folder has one (indices built elsewhere may not).
+    pub report: Option<IndexReport>,
+}
+
+impl LoadedIndex {
+    /// Opens `<folder>/<modality>.index` (memory-mapped when `mmap`) and applies `<modality>.json`'s parameters.
+    pub fn open(folder: &Path, modality: Modality, mmap: bool) -> Result<Self> {
+        let path = folder.join(modality.index_file());
+        if !path.is_file() {
+            return Err(IndexError::invalid(
+                path.display(),
+                "no such index file (build it with `clip-retrieval index`)",
+            ));
+        }
+        let mut index = FaissIndex::read(&path, mmap)?;
+        let report_path = folder.join(modality.report_file());
+        let report = match std::fs::read(&report_path) {
+            Ok(bytes) => Some(IndexReport::from_json(&bytes, &report_path.display().to_string())?),
+            Err(_) => None,
+        };
+        if let Some(r) = &report {
+            tune::apply(&mut index, &parse_params(&r.index_param)?)?;
+        }
+        Ok(Self { index, report })
+    }
+}
+
+/// Opens the row store of an index folder, when it has one.
+pub fn open_row_store(folder: &Path) -> Result<Option<RowStore>> {
+    let path: PathBuf = folder.join(ROW_STORE_FILE);
+    if path.is_file() {
+        RowStore::open(&path).map(Some)
+    } else {
+        Ok(None)
+    }
+}

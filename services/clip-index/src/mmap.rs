@@ -1,0 +1,14 @@
+//! Read-only memory maps of files written by this crate (the metadata row store).
+#![allow(unsafe_code)]
+
+use crate::error::{IndexError, Result};
+use std::path::Path;
+
+/// Maps `path` read-only as shared bytes; pages are read from disk when touched and evictable by the kernel.
+pub fn map_file(path: &Path) -> Result<bytes::Bytes> {
+    let file = std::fs::File::open(path).map_err(IndexError::io(path.display()))?;
+    // SAFETY: the map is read-only and private to this process; files under an index folder are written once
+    // (temp file + rename) and never modified in place, so the mapped bytes do not change under us.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(IndexError::io(path.display()))?;
+    Ok(bytes::Bytes::from_owner(map))
+}

@@ -1,0 +1,305 @@
+//! The metadata row store: every row of `metadata/metadata_N.parquet` in id order, in one uncompressed Arrow IPC
+//! file (`metadata.arrow`) that is memory-mapped, so fetching rows by id touches only the batches holding them.
+//!
+//! Row `i` of the store is row `i` of the index (ids are global row numbers across partitions). The file is a
+//! standard Arrow IPC file: `pyarrow.ipc.open_file(pyarrow.memory_map(path))` reads it too.
+
+use crate::embeddings::partition_number;
+use crate::error::{IndexError, Result};
+use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch};
+use arrow::buffer::Buffer;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow_ipc::reader::{read_footer_length, FileDecoder};
+use arrow_ipc::writer::FileWriter;
+use arrow_ipc::Block;
+use clip_data::storage::{self, OutputFile};
+use clip_data::Location;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Rows per IPC batch: a lookup decodes (and validates) one batch per distinct batch it touches.
+pub const ROWS_PER_BATCH: usize = 1024;
+
+/// The metadata partitions of an embeddings folder, in partition order.
+pub fn metadata_partitions(folder: &Location) -> Result<Vec<(usize, Location)>> {
+    let mut files: Vec<(usize, Location)> = storage::list(folder)?
+        .into_iter()
+        .filter_map(|loc| partition_number(&loc.file_name(), ".parquet").map(|n| (n, loc)))
+        .collect();
+    files.sort_by_key(|(n, _)| *n);
+    Ok(files)
+}
+
+fn arrow_err(path: impl std::fmt::Display) -> impl FnOnce(arrow::error::ArrowError) -> IndexError {
+    let path = path.to_string();
+    move |e| IndexError::invalid(path, e)
+}
+
+fn parquet_err(path: impl std::fmt::Display) -> impl FnOnce(parquet::errors::ParquetError) -> IndexError {
+    let path = path.to_string();
+    move |e| IndexError::invalid(path, e)
+}
+
+/// Writes `target` from the metadata partitions; `expected_rows[i]` is the row count of embedding partition `i`
+/// (partition numbers must match), so that row ids of the store and of the index agree.
+pub fn write_row_store(
+    partitions: &[(usize, Location)],
+    expected_rows: &[(usize, usize)],
+    target: &Location,
+) -> Result<u64> {
+    let numbers: Vec<usize> = partitions.iter().map(|(n, _)| *n).collect();
+    let expected: Vec<usize> = expected_rows.iter().map(|(n, _)| *n).collect();
+    if numbers != expected {
+        return Err(IndexError::invalid(
+            target,
+            format!("metadata partitions {numbers:?} do not match embedding partitions {expected:?}"),
+        ));
+    }
+    let copies = partitions.iter().map(|(_, loc)| storage::local_copy(loc)).collect::<clip_data::Result<Vec<_>>>()?;
+    let mut schemas = Vec::new();
+    for ((_, loc), copy) in partitions.iter().zip(&copies) {
+        let file = std::fs::File::open(copy.path()).map_err(IndexError::io(loc))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(loc))?;
+        schemas.push(relaxed(builder.schema()));
+    }
+    let schema = Arc::new(Schema::try_merge(schemas).map_err(arrow_err(target))?);
+    let mut out = OutputFile::create(target)?;
+    let mut writer = FileWriter::try_new(out.file(), &schema).map_err(arrow_err(target))?;
+    let mut total = 0u64;
+    for (((_, loc), copy), (_, rows)) in partitions.iter().zip(&copies).zip(expected_rows) {
+        let file = std::fs::File::open(copy.path()).map_err(IndexError::io(loc))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(ROWS_PER_BATCH).build())
+            .map_err(parquet_err(loc))?;
+        let mut seen = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err(loc))?;
+            seen += batch.num_rows();
+            writer.write(&conform(&batch, &schema, loc)?).map_err(arrow_err(target))?;
+        }
+        if seen != *rows {
+            return Err(IndexError::invalid(loc, format!("has {seen} rows but its embedding partition has {rows}")));
+        }
+        total += seen as u64;
+    }
+    writer.finish().map_err(arrow_err(target))?;
+    drop(writer);
+    out.commit()?;
+    Ok(total)
+}
+
+/// Every field nullable, so partitions where a column is sometimes missing merge.
+fn relaxed(schema: &SchemaRef) -> Schema {
+    Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>())
+}
+
+/// `batch` with the columns of `schema`, in its order; missing columns are null.
+fn conform(batch: &RecordBatch, schema: &SchemaRef, loc: &Location) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, f.data_type()).map_err(arrow_err(loc)),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<_>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err(loc))
+}
+
+/// A memory-mapped row store opened for lookups; cheap to share between threads.
+pub struct RowStore {
+    path: String,
+    buffer: Buffer,
+    decoder: FileDecoder,
+    blocks: Vec<Block>,
+    /// First row of each batch, plus the total at the end.
+    starts: Vec<u64>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for RowStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RowStore({}, {} rows)", self.path, self.len())
+    }
+}
+
+impl RowStore {
+    /// Maps `path` and reads its footer.
+    pub fn open(path: &Path) -> Result<Self> {
+        let name = path.display().to_string();
+        let buffer = Buffer::from(crate::mmap::map_file(path)?);
+        if buffer.len() < 10 {
+            return Err(IndexError::invalid(&name, "too short to be an Arrow IPC file"));
+        }
+        let trailer = buffer.len() - 10;
+        let footer_len =
+            read_footer_length(buffer[trailer..].try_into().expect("10 bytes")).map_err(arrow_err(&name))?;
+        let footer = arrow_ipc::root_as_footer(&buffer[trailer.saturating_sub(footer_len)..trailer])
+            .map_err(|e| IndexError::invalid(&name, format!("bad Arrow IPC footer: {e}")))?;
+        let fb_schema = footer.schema().ok_or_else(|| IndexError::invalid(&name, "no schema"))?;
+        let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(fb_schema).map_err(arrow_err(&name))?);
+        let version = footer.version();
+        let blocks: Vec<Block> = footer.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
+        let decoder = FileDecoder::new(schema.clone(), version);
+        let mut store = Self { path: name, buffer, decoder, blocks, starts: vec![0], schema };
+        // Batch lengths come from each batch's message header; the data pages are not touched.
+        for i in 0..store.blocks.len() {
+            let rows = store.batch_rows(i)?;
+            let last = *store.starts.last().expect("starts begins with 0");
+            store.starts.push(last + rows);
+        }
+        Ok(store)
+    }
+
+    fn block_buffer(&self, i: usize) -> Buffer {
+        let b = &self.blocks[i];
+        self.buffer.slice_with_length(b.offset() as usize, b.metaDataLength() as usize + b.bodyLength() as usize)
+    }
+
+    fn batch_rows(&self, i: usize) -> Result<u64> {
+        let buf = self.block_buffer(i);
+        let meta_len = self.blocks[i].metaDataLength() as usize;
+        // The block starts with the continuation marker and length (8 bytes), then the flatbuffer message.
+        let message = arrow_ipc::root_as_message(&buf[8.min(meta_len)..meta_len])
+            .map_err(|e| IndexError::invalid(&self.path, format!("bad batch message: {e}")))?;
+        let batch = message
+            .header_as_record_batch()
+            .ok_or_else(|| IndexError::invalid(&self.path, "block is not a record batch"))?;
+        Ok(batch.length() as u64)
+    }
+
+    fn batch(&self, i: usize) -> Result<RecordBatch> {
+        self.decoder
+            .read_record_batch(&self.blocks[i], &self.block_buffer(i))
+            .map_err(arrow_err(&self.path))?
+            .ok_or_else(|| IndexError::invalid(&self.path, "empty batch"))
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> u64 {
+        *self.starts.last().unwrap_or(&0)
+    }
+
+    /// Whether the store holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Column names in order.
+    pub fn columns(&self) -> Vec<String> {
+        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    /// The rows with these ids as JSON objects (column -> value, nulls left out), in the order asked; `None` for an
+    /// id outside the store. `columns` restricts the columns returned.
+    pub fn get(&self, ids: &[u64], columns: Option<&[String]>) -> Result<Vec<Option<Map<String, Value>>>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i]);
+        let mut out = vec![None; ids.len()];
+        let mut current: Option<(usize, RecordBatch)> = None;
+        for i in order {
+            let id = ids[i];
+            if id >= self.len() {
+                continue;
+            }
+            let b = self.starts.partition_point(|&s| s <= id) - 1;
+            if current.as_ref().map(|(cb, _)| *cb) != Some(b) {
+                current = Some((b, self.batch(b)?));
+            }
+            let (_, batch) = current.as_ref().expect("just set");
+            out[i] = Some(row_json(batch, (id - self.starts[b]) as usize, columns));
+        }
+        Ok(out)
+    }
+}
+
+fn row_json(batch: &RecordBatch, row: usize, columns: Option<&[String]>) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if columns.is_some_and(|c| !c.iter().any(|n| n == field.name())) || column.is_null(row) {
+            continue;
+        }
+        map.insert(field.name().clone(), value_json(column.as_ref(), row));
+    }
+    map
+}
+
+fn value_json(column: &dyn Array, row: usize) -> Value {
+    use arrow::array::AsArray;
+    use arrow::datatypes::*;
+    match column.data_type() {
+        DataType::Utf8 => Value::from(column.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => Value::from(column.as_string::<i64>().value(row)),
+        DataType::Utf8View => Value::from(column.as_string_view().value(row)),
+        DataType::Boolean => Value::from(column.as_boolean().value(row)),
+        DataType::Int8 => Value::from(column.as_primitive::<Int8Type>().value(row)),
+        DataType::Int16 => Value::from(column.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => Value::from(column.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => Value::from(column.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => Value::from(column.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => Value::from(column.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt32 => Value::from(column.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => Value::from(column.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float32 => Value::from(column.as_primitive::<Float32Type>().value(row) as f64),
+        DataType::Float64 => Value::from(column.as_primitive::<Float64Type>().value(row)),
+        _ => arrow::util::display::ArrayFormatter::try_new(column, &Default::default())
+            .map(|f| Value::from(f.value(row).to_string()))
+            .unwrap_or(Value::Null),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+
+    fn parquet(path: &Path, captions: &[&str], with_width: bool) {
+        let mut fields = vec![Field::new("caption", DataType::Utf8, true)];
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(captions.to_vec()))];
+        if with_width {
+            fields.push(Field::new("width", DataType::Int64, true));
+            cols.push(Arc::new(Int64Array::from((0..captions.len() as i64).collect::<Vec<_>>())));
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        clip_data::metadata::write_parquet(&Location::Local(path.to_path_buf()), &batch).unwrap();
+    }
+
+    #[test]
+    fn rows_keep_global_order_across_partitions_with_differing_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("metadata");
+        std::fs::create_dir(&meta).unwrap();
+        let first: Vec<String> = (0..2500).map(|i| format!("row {i}")).collect();
+        parquet(&meta.join("metadata_0.parquet"), &first.iter().map(String::as_str).collect::<Vec<_>>(), false);
+        parquet(&meta.join("metadata_1.parquet"), &["x", "y"], true);
+        let parts = metadata_partitions(&Location::Local(meta.clone())).unwrap();
+        let target = Location::Local(dir.path().join("metadata.arrow"));
+        assert_eq!(write_row_store(&parts, &[(0, 2500), (1, 2)], &target).unwrap(), 2502);
+        let store = RowStore::open(&dir.path().join("metadata.arrow")).unwrap();
+        assert_eq!(store.len(), 2502);
+        assert_eq!(store.columns(), vec!["caption", "width"]);
+        let rows = store.get(&[2501, 7, 2048, 9999], None).unwrap();
+        assert_eq!(rows[0].as_ref().unwrap()["caption"], "y");
+        assert_eq!(rows[0].as_ref().unwrap()["width"], 1);
+        assert_eq!(rows[1].as_ref().unwrap()["caption"], "row 7");
+        assert!(!rows[1].as_ref().unwrap().contains_key("width"), "null column left out");
+        assert_eq!(rows[2].as_ref().unwrap()["caption"], "row 2048");
+        assert!(rows[3].is_none());
+        let only = store.get(&[2500], Some(&["width".to_string()])).unwrap();
+        assert_eq!(Value::Object(only[0].clone().unwrap()), serde_json::json!({"width": 0}));
+    }
+
+    #[test]
+    fn row_count_mismatch_names_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        parquet(&dir.path().join("metadata_0.parquet"), &["a", "b"], false);
+        let parts = metadata_partitions(&Location::Local(dir.path().to_path_buf())).unwrap();
+        let target = Location::Local(dir.path().join("out.arrow"));
+        let err = write_row_store(&parts, &[(0, 3)], &target).unwrap_err().to_string();
+        assert!(err.contains("metadata_0.parquet") && err.contains("has 2 rows"), "{err}");
+    }
+}
