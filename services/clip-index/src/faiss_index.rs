@@ -225,12 +225,18 @@ impl FaissIndex {
             return Err(IndexError::invalid("query", format!("length {} is not a multiple of {d}", queries.len())));
         }
         let nq = queries.len() / d;
+        let metric = self.metric();
+        // faiss keeps similarities strictly above the radius; one ulp lower (then filtered) makes it inclusive.
+        let faiss_radius = match metric {
+            Metric::Ip => radius.next_down(),
+            Metric::L2 => radius,
+        };
         let mut res: *mut faiss_sys::FaissRangeSearchResult = std::ptr::null_mut();
         // SAFETY: out-pointer for a new result object, freed below.
         check(unsafe { faiss_sys::faiss_RangeSearchResult_new(&mut res, nq as i64) }, || "range search".into())?;
         // SAFETY: query buffer of nq*d floats; `res` sized for nq queries.
         let code = unsafe {
-            faiss_sys::faiss_Index_range_search(self.inner.inner_ptr(), nq as i64, queries.as_ptr(), radius, res)
+            faiss_sys::faiss_Index_range_search(self.inner.inner_ptr(), nq as i64, queries.as_ptr(), faiss_radius, res)
         };
         let out = check(code, || format!("range search of {nq} queries, radius {radius}")).map(|_| {
             // SAFETY: after a successful search, lims has nq+1 entries and labels/distances lims[nq] entries.
@@ -250,8 +256,10 @@ impl FaissIndex {
         // SAFETY: `res` was created above and is not used after this.
         unsafe { faiss_sys::faiss_RangeSearchResult_free(res) };
         let mut out = out?;
-        let metric = self.metric();
         for hits in &mut out {
+            if metric == Metric::Ip {
+                hits.retain(|&(_, s)| s >= radius);
+            }
             match metric {
                 Metric::Ip => hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))),
                 Metric::L2 => hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))),
