@@ -99,3 +99,26 @@ fn wrong_s3_credentials_are_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("s3://data/nothing") && err.contains("SignatureDoesNotMatch"), "{err}");
 }
+
+#[test]
+fn index_reads_embeddings_from_s3_and_writes_the_index_folder_to_s3() {
+    let s3 = S3Server::start(&["data"]);
+    let bucket = s3.root.path().join("data");
+    let all = clip_retrieval_tests::clustered_embeddings(3_000, 64, 20, 0.6, 31);
+    // s3s-fs stores objects as files: writing into the bucket folder uploads them.
+    clip_retrieval_tests::write_embeddings_folder(&bucket.join("emb"), &all, 1_000);
+    let mut c = cli();
+    c.args(["index", "--embeddings_folder", "s3://data/emb", "--index_folder", "s3://data/idx", "--no_progress"]);
+    s3.configure(&mut c);
+    let out = run(&mut c, true);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("image.index: 3000 vectors"), "{out:?}");
+    for f in
+        ["image.index", "image.json", "metadata.arrow", "metadata/metadata_0.parquet", "metadata/metadata_2.parquet"]
+    {
+        assert!(bucket.join("idx").join(f).is_file(), "{f} not uploaded");
+    }
+    let loaded = clip_index::LoadedIndex::open(&bucket.join("idx"), clip_index::Modality::Image, true).unwrap();
+    assert_eq!(loaded.index.search(&all[2_500], 1).unwrap().ids, vec![2_500]);
+    let store = clip_index::RowStore::open(&bucket.join("idx/metadata.arrow")).unwrap();
+    assert_eq!(store.get(&[2_500], None).unwrap()[0].as_ref().unwrap()["caption"], "row 2500");
+}
