@@ -156,9 +156,23 @@ pub fn choose(n: u64, d: usize, budget: u64) -> Result<IndexChoice> {
     // OPQ pays off when each sub-quantiser covers several dimensions.
     ladder.extend(pq_candidates(d).into_iter().map(|m| Codec::PqFastScan { m, opq: m * 4 <= d }));
     for codec in ladder {
-        let bytes = estimate_bytes(codec, n, d, nlist);
-        if bytes <= budget {
-            return Ok(IndexChoice { factory: factory_for(codec, d, nlist), codec, nlist, estimated_bytes: bytes });
+        // Fewer lists (down to ~sqrt(n)/2) shrink the quantiser and the fast-scan padding: better a finer codec with
+        // longer lists than a coarser one.
+        let mut lists = nlist;
+        loop {
+            let bytes = estimate_bytes(codec, n, d, lists);
+            if bytes <= budget {
+                return Ok(IndexChoice {
+                    factory: factory_for(codec, d, lists),
+                    codec,
+                    nlist: lists,
+                    estimated_bytes: bytes,
+                });
+            }
+            if lists < 2 || (lists as f64) < (n as f64).sqrt() {
+                break;
+            }
+            lists /= 2;
         }
     }
     let smallest = pq_candidates(d).last().copied().unwrap_or(2);
@@ -208,6 +222,8 @@ mod tests {
         assert_eq!(choose(n, 512, 1500 << 20).unwrap().factory, "IVF2048,SQfp16");
         assert_eq!(choose(n, 512, 600 << 20).unwrap().factory, "IVF2048,SQ8");
         assert_eq!(choose(n, 512, 100 << 20).unwrap().factory, "OPQ128_512,IVF2048,PQ128x4fsr");
+        // 4 bits per dimension almost fits 256 MiB with 2048 lists: fewer lists make room for it.
+        assert_eq!(choose(n, 512, 256 << 20).unwrap().factory, "IVF512,PQ512x4fsr");
         assert!(choose(n, 512, 20 << 20).unwrap().factory.starts_with("OPQ"));
     }
 
