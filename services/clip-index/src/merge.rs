@@ -8,9 +8,9 @@ use crate::error::{IndexError, Result};
 use crate::faiss_index::{is_flat_file, FaissIndex};
 use crate::folder::{Modality, ROW_STORE_FILE};
 use crate::report::{IndexReport, PartitionRows};
+use crate::row_store::RowStoreWriter;
 use arrow::datatypes::Schema;
 use arrow_ipc::reader::FileReader;
-use arrow_ipc::writer::FileWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -124,7 +124,7 @@ pub fn merge_row_stores(parts: &[PathBuf], output: &Path) -> Result<Option<u64>>
     let schema = Arc::new(Schema::try_merge(schemas).map_err(err(output))?);
     let target = output.join(ROW_STORE_FILE);
     let tmp = output.join(format!(".{ROW_STORE_FILE}.partial"));
-    let mut writer = FileWriter::try_new(std::fs::File::create(&tmp).map_err(IndexError::io(tmp.display()))?, &schema)
+    let mut writer = RowStoreWriter::new(std::fs::File::create(&tmp).map_err(IndexError::io(tmp.display()))?, &schema)
         .map_err(err(&tmp))?;
     let mut rows = 0u64;
     for f in &files {

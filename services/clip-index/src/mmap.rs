@@ -10,5 +10,7 @@ pub fn map_file(path: &Path) -> Result<bytes::Bytes> {
     // SAFETY: the map is read-only and private to this process; files under an index folder are written once
     // (temp file + rename) and never modified in place, so the mapped bytes do not change under us.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(IndexError::io(path.display()))?;
+    // Lookups are random: no read-ahead, so a lookup maps the pages it reads and not their neighbours.
+    map.advise(memmap2::Advice::Random).map_err(IndexError::io(path.display()))?;
     Ok(bytes::Bytes::from_owner(map))
 }

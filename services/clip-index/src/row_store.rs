@@ -11,6 +11,7 @@ use arrow::buffer::Buffer;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow_ipc::reader::{read_footer_length, FileDecoder};
 use arrow_ipc::writer::FileWriter;
+
 use arrow_ipc::Block;
 use clip_data::storage::{self, OutputFile};
 use clip_data::Location;
@@ -20,7 +21,37 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Rows per IPC batch: a lookup decodes (and validates) one batch per distinct batch it touches.
-pub const ROWS_PER_BATCH: usize = 1024;
+pub const ROWS_PER_BATCH: usize = 256;
+
+/// Footer metadata key holding the row count of every batch (comma-separated), so that opening the store reads no
+/// batch header (touching 10k headers would map a page, and its neighbours, per batch).
+pub const BATCH_ROWS_KEY: &str = "clip_retrieval.batch_rows";
+
+/// Writes batches to an IPC file and records their row counts in the footer.
+pub struct RowStoreWriter<W: std::io::Write> {
+    writer: FileWriter<W>,
+    batch_rows: Vec<usize>,
+}
+
+impl<W: std::io::Write> RowStoreWriter<W> {
+    /// Starts an IPC file with this schema.
+    pub fn new(sink: W, schema: &Schema) -> arrow::error::Result<Self> {
+        Ok(Self { writer: FileWriter::try_new(sink, schema)?, batch_rows: Vec::new() })
+    }
+
+    /// Appends one batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> arrow::error::Result<()> {
+        self.batch_rows.push(batch.num_rows());
+        self.writer.write(batch)
+    }
+
+    /// Writes the footer.
+    pub fn finish(mut self) -> arrow::error::Result<()> {
+        let rows = self.batch_rows.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        self.writer.write_metadata(BATCH_ROWS_KEY, rows);
+        self.writer.finish()
+    }
+}
 
 /// The metadata partitions of an embeddings folder, in partition order.
 pub fn metadata_partitions(folder: &Location) -> Result<Vec<(usize, Location)>> {
@@ -66,7 +97,7 @@ pub fn write_row_store(
     }
     let schema = Arc::new(Schema::try_merge(schemas).map_err(arrow_err(target))?);
     let mut out = OutputFile::create(target)?;
-    let mut writer = FileWriter::try_new(out.file(), &schema).map_err(arrow_err(target))?;
+    let mut writer = RowStoreWriter::new(out.file(), &schema).map_err(arrow_err(target))?;
     let mut total = 0u64;
     for (((_, loc), copy), (_, rows)) in partitions.iter().zip(&copies).zip(expected_rows) {
         let file = std::fs::File::open(copy.path()).map_err(IndexError::io(loc))?;
@@ -85,7 +116,6 @@ pub fn write_row_store(
         total += seen as u64;
     }
     writer.finish().map_err(arrow_err(target))?;
-    drop(writer);
     out.commit()?;
     Ok(total)
 }
@@ -143,13 +173,21 @@ impl RowStore {
         let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(fb_schema).map_err(arrow_err(&name))?);
         let version = footer.version();
         let blocks: Vec<Block> = footer.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
+        let recorded: Option<Vec<u64>> = footer
+            .custom_metadata()
+            .and_then(|kv| kv.iter().find(|e| e.key() == Some(BATCH_ROWS_KEY)))
+            .and_then(|e| e.value())
+            .map(|v| v.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect());
         let decoder = FileDecoder::new(schema.clone(), version);
         let mut store = Self { path: name, buffer, decoder, blocks, starts: vec![0], schema };
-        // Batch lengths come from each batch's message header; the data pages are not touched.
-        for i in 0..store.blocks.len() {
-            let rows = store.batch_rows(i)?;
+        let rows: Vec<u64> = match recorded {
+            Some(rows) if rows.len() == store.blocks.len() => rows,
+            // Written elsewhere (pyarrow): batch lengths come from each batch's message header.
+            _ => (0..store.blocks.len()).map(|i| store.batch_rows(i)).collect::<Result<_>>()?,
+        };
+        for r in rows {
             let last = *store.starts.last().expect("starts begins with 0");
-            store.starts.push(last + rows);
+            store.starts.push(last + r);
         }
         Ok(store)
     }
