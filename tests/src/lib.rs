@@ -249,9 +249,5 @@ pub fn brute_force_ip(rows: &[Vec<f32>], query: &[f32], k: usize) -> Vec<(i64, f
 
 /// Resident memory of this process now (VmRSS), in bytes.
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        .map_or(0, |kb| kb * 1024)
+    clip_index::build::proc_status_bytes("VmRSS")
 }

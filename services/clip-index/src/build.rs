@@ -72,13 +72,18 @@ impl BuildProgress for NoProgress {
     fn advance(&self, _: u64) {}
 }
 
-/// Peak resident memory of this process so far (VmHWM), in bytes.
-pub fn peak_rss_bytes() -> u64 {
+/// A memory figure of this process from /proc/self/status (`VmRSS`, `VmHWM`, ...), in bytes; 0 when unavailable.
+pub fn proc_status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|s| s.lines().find(|l| l.split(':').next() == Some(field)).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Peak resident memory of this process so far (VmHWM), in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    proc_status_bytes("VmHWM")
 }
 
 fn training_rows(choice: &IndexChoice, n: u64, dim: usize, memory: u64) -> usize {

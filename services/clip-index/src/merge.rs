@@ -8,7 +8,7 @@ use crate::error::{IndexError, Result};
 use crate::faiss_index::{is_flat_file, FaissIndex};
 use crate::folder::{Modality, ROW_STORE_FILE};
 use crate::report::{IndexReport, PartitionRows};
-use crate::row_store::RowStoreWriter;
+use crate::row_store::{conform, RowStoreWriter};
 use arrow::datatypes::Schema;
 use arrow_ipc::reader::FileReader;
 use std::path::{Path, PathBuf};
@@ -132,18 +132,8 @@ pub fn merge_row_stores(parts: &[PathBuf], output: &Path) -> Result<Option<u64>>
             FileReader::try_new(std::fs::File::open(f).map_err(IndexError::io(f.display()))?, None).map_err(err(f))?;
         for batch in reader {
             let batch = batch.map_err(err(f))?;
-            let columns = schema
-                .fields()
-                .iter()
-                .map(|field| match batch.column_by_name(field.name()) {
-                    Some(c) => arrow::compute::cast(c, field.data_type()).map_err(err(f)),
-                    None => Ok(arrow::array::new_null_array(field.data_type(), batch.num_rows())),
-                })
-                .collect::<Result<Vec<_>>>()?;
             rows += batch.num_rows() as u64;
-            writer
-                .write(&arrow::array::RecordBatch::try_new(schema.clone(), columns).map_err(err(f))?)
-                .map_err(err(&tmp))?;
+            writer.write(&conform(&batch, &schema, f.display())?).map_err(err(&tmp))?;
         }
     }
     writer.finish().map_err(err(&tmp))?;

@@ -125,18 +125,20 @@ fn relaxed(schema: &SchemaRef) -> Schema {
     Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>())
 }
 
-/// `batch` with the columns of `schema`, in its order; missing columns are null.
-fn conform(batch: &RecordBatch, schema: &SchemaRef, loc: &Location) -> Result<RecordBatch> {
+/// `batch` with the columns of `schema`, in its order; missing columns are null. `source` names the batch's file in
+/// errors.
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef, source: impl std::fmt::Display) -> Result<RecordBatch> {
+    let source = source.to_string();
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => arrow::compute::cast(c, f.data_type()).map_err(arrow_err(loc)),
+            Some(c) => arrow::compute::cast(c, f.data_type()).map_err(arrow_err(&source)),
             None => Ok(new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<_>>()?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err(loc))
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err(&source))
 }
 
 /// A memory-mapped row store opened for lookups; cheap to share between threads.
