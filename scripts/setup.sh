@@ -2,7 +2,9 @@
 # Installs everything the project needs on a fresh machine, from package registries only:
 #   - Debian packages for building (C toolchain pieces used by -sys crates);
 #   - the ONNX Runtime shared library, taken from the PyPI wheel onnxruntime==1.32.0, into .cache/onnxruntime/;
-#   - a Python venv (.cache/venv) with numpy, pyarrow and faiss-cpu, used by tests to read our outputs as Python users do;
+#   - a Python venv (.cache/venv) with numpy, pyarrow and faiss-cpu, used by tests to read our outputs as Python users do,
+#     onnx (tests write a small safety classifier), and clip-retrieval's own ClipClient (clip-retrieval --no-deps +
+#     requests) that tests point at our server;
 #   - cmake and OpenBLAS, with which the faiss crate builds faiss 1.12 from source (cached in the cargo target dir);
 #   - s3s-fs 0.14.1 (a real S3 server, SigV4) built from crates.io, for the s3:// tests.
 # Slow artefacts are cached outside the repository (~/.cache/clip-retrieval) and copied in when present.
@@ -55,6 +57,11 @@ install_venv() {
     log "creating $venv (numpy, pyarrow, faiss-cpu)"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q numpy pyarrow "faiss-cpu==1.12.0"
+  fi
+  if ! "$venv/bin/python" -c "import onnx, requests, importlib.util as u; assert u.find_spec('clip_retrieval')" 2>/dev/null; then
+    log "adding onnx, requests and clip-retrieval (--no-deps, for its ClipClient) to $venv"
+    "$venv/bin/pip" install -q onnx requests
+    "$venv/bin/pip" install -q --no-deps "clip-retrieval==2.45.0"
   fi
 }
 

@@ -112,7 +112,7 @@ pub struct NpyMatrix {
 
 /// Parses the header of an `.npy` stream: `(dtype, rows, cols, header_len)`.
 pub fn read_header(mut r: impl Read, name: &str) -> Result<(NpyDtype, usize, usize, usize)> {
-    let bad = |reason: &str| DataError::format(name, format!("not a 2-D f16/f32 npy file: {reason}"));
+    let bad = |reason: &str| DataError::format(name, format!("not a 1-D or 2-D f16/f32 npy file: {reason}"));
     let mut pre = [0u8; 10];
     r.read_exact(&mut pre).map_err(DataError::io(name))?;
     if &pre[..6] != MAGIC {
@@ -149,7 +149,9 @@ pub fn read_header(mut r: impl Read, name: &str) -> Result<(NpyDtype, usize, usi
         .collect::<Result<_>>()?;
     match dims.as_slice() {
         [rows, cols] => Ok((dtype, *rows, *cols, skip + hlen)),
-        _ => Err(bad("shape is not 2-D")),
+        // A vector (e.g. one prompt or aesthetic embedding) reads as a single row.
+        [cols] => Ok((dtype, 1, *cols, skip + hlen)),
+        _ => Err(bad("shape is not 1-D or 2-D")),
     }
 }
 

@@ -183,6 +183,34 @@ impl FaissIndex {
         Ok(out)
     }
 
+    /// Lets [`FaissIndex::reconstruct`] find vectors by id: IVF indices get a direct map (8 bytes per vector, built by
+    /// reading every list's ids); other indices need nothing.
+    pub fn enable_reconstruct(&mut self) -> Result<()> {
+        if let Some(ivf) = self.ivf_ptr() {
+            // SAFETY: `ivf` is a live IVF owned by this index, which we hold exclusively here.
+            check(unsafe { faiss_sys::faiss_IndexIVF_make_direct_map(ivf, 1) }, || {
+                "building the IVF direct map".into()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The stored (decoded) vectors of `ids`, row-major; IVF indices need [`FaissIndex::enable_reconstruct`] first.
+    /// Shared like [`FaissIndex::search`].
+    pub fn reconstruct(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let d = self.dim();
+        let mut out = vec![0f32; ids.len() * d];
+        for (&id, row) in ids.iter().zip(out.chunks_exact_mut(d)) {
+            if id < 0 || id as u64 >= self.len() {
+                return Err(IndexError::invalid("reconstruct", format!("id {id} is not in the index")));
+            }
+            // SAFETY: `row` holds d floats; reconstruct only reads the index.
+            let code = unsafe { faiss_sys::faiss_Index_reconstruct(self.inner.inner_ptr(), id, row.as_mut_ptr()) };
+            check(code, || format!("reconstructing vector {id}"))?;
+        }
+        Ok(out)
+    }
+
     /// Sets a search parameter by faiss name (`nprobe`, `efSearch`, `quantizer_efSearch`, `k_factor`, `ht`).
     pub fn set_parameter(&mut self, name: &str, value: f64) -> Result<()> {
         let space = faiss::index::autotune::ParameterSpace::new().map_err(IndexError::faiss("ParameterSpace"))?;

@@ -39,7 +39,7 @@ struct Tower {
     dims: Vec<Option<usize>>,
 }
 
-fn build_session(path: &Path, options: SessionOptions) -> Result<Session> {
+pub(crate) fn build_session(path: &Path, options: SessionOptions) -> Result<Session> {
     let ctx = || format!("loading {}", path.display());
     let mut builder = Session::builder(environment()?).map_err(ModelError::ort(ctx()))?;
     if options.intra_threads > 0 {

@@ -5,6 +5,7 @@
 //! preprocessing reproduces OpenCLIP's PIL pipeline byte for byte ([`preprocess`]); tokenization reproduces
 //! OpenCLIP's tokenizer ([`tokenizer`]). This crate does no I/O beyond reading the model folder.
 
+pub mod classifier;
 pub mod config;
 pub mod encoder;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod resample;
 pub mod runtime;
 pub mod tokenizer;
 
+pub use classifier::EmbeddingClassifier;
 pub use config::{ModelConfig, ModelLayout, PreprocessConfig};
 pub use encoder::{ImageEncoder, SessionOptions, TextEncoder};
 pub use error::{ModelError, Result};

@@ -27,6 +27,10 @@ pub enum Command {
     IndexCombiner(IndexCombinerArgs),
     /// Query an index and copy the matching images out, with results.parquet.
     Filter(Box<FilterArgs>),
+    /// Serve indices over HTTP: clip-retrieval's knn service and the web UI.
+    Back(Box<BackArgs>),
+    /// inference -> index -> back on one dataset (the synthetic sample when none is given).
+    End2end(Box<End2endArgs>),
 }
 
 /// Parses Python-style booleans.
@@ -240,4 +244,143 @@ pub struct FilterArgs {
     /// Model to use.
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// `clip-retrieval back`.
+#[derive(Debug, Args)]
+pub struct BackArgs {
+    /// JSON object: index name -> index folder (local or s3://), or name -> per-index options.
+    #[arg(long = "indices_paths", alias = "indices-paths", default_value = "indices_paths.json")]
+    pub indices_paths: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 1234)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Map index files instead of reading them into memory (default for every index).
+    #[arg(long = "enable_faiss_memory_mapping", alias = "enable-faiss-memory-mapping", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enable_faiss_memory_mapping: bool,
+    /// Metadata columns returned: a comma list or a Python/JSON list (default url,image_path,caption,NSFW).
+    #[arg(long = "columns_to_return", alias = "columns-to-return")]
+    pub columns_to_return: Option<String>,
+    /// Model folder for indices that do not name one (default: the shipped models/tiny-clip).
+    #[arg(long = "clip_model", alias = "clip-model")]
+    pub clip_model: Option<String>,
+    /// Load the safety model for every index (from --safety_model or <model>/filters/safety.onnx).
+    #[arg(long = "provide_safety_model", alias = "provide-safety-model", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub provide_safety_model: bool,
+    /// Load the violence detector (from --violence_detector or <model>/filters/violence_detection.npy).
+    #[arg(long = "provide_violence_detector", alias = "provide-violence-detector", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub provide_violence_detector: bool,
+    /// Load aesthetic embeddings (from --aesthetic_embeddings or <model>/filters/aesthetic/).
+    #[arg(long = "provide_aesthetic_embeddings", alias = "provide-aesthetic-embeddings", default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub provide_aesthetic_embeddings: bool,
+    /// ONNX safety classifier over embeddings (first output column = probability of unsafe).
+    #[arg(long = "safety_model", alias = "safety-model")]
+    pub safety_model: Option<String>,
+    /// .npy of prompt embeddings [k, dim]; results closest to row 1 are violent.
+    #[arg(long = "violence_detector", alias = "violence-detector")]
+    pub violence_detector: Option<String>,
+    /// Folder of rating0.npy .. rating9.npy aesthetic embeddings.
+    #[arg(long = "aesthetic_embeddings", alias = "aesthetic-embeddings")]
+    pub aesthetic_embeddings: Option<String>,
+    /// /config.json defaultBackend for the UI (default: the URL the page came from).
+    #[arg(long = "default_backend", alias = "default-backend")]
+    pub default_backend: Option<String>,
+    /// /config.json defaultIndex for the UI.
+    #[arg(long = "default_index", alias = "default-index")]
+    pub default_index: Option<String>,
+    /// /config.json urlColumn for the UI.
+    #[arg(long = "url_column", alias = "url-column", default_value = "url")]
+    pub url_column: String,
+    /// The built web UI folder (default: front/dist above the executable or the working directory).
+    #[arg(long = "front_dist", alias = "front-dist")]
+    pub front_dist: Option<std::path::PathBuf>,
+    /// Cap on num_images per request.
+    #[arg(long = "max_num_images", alias = "max-num-images", default_value_t = 1000)]
+    pub max_num_images: usize,
+    /// Cap on num_result_ids per request (and ids per /metadata request).
+    #[arg(long = "max_num_result_ids", alias = "max-num-result-ids", default_value_t = 10_000)]
+    pub max_num_result_ids: usize,
+    /// Largest request body (e.g. 20M).
+    #[arg(long = "max_body_size", alias = "max-body-size", default_value = "20M")]
+    pub max_body_size: String,
+    /// Whole-request time limit in seconds.
+    #[arg(long = "request_timeout", alias = "request-timeout", default_value_t = 60.0)]
+    pub request_timeout: f64,
+    /// Allow image_url queries to loopback, private and link-local addresses.
+    #[arg(long = "allow_private_urls", alias = "allow-private-urls", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub allow_private_urls: bool,
+    /// image_url download time limit in seconds.
+    #[arg(long = "image_url_timeout", alias = "image-url-timeout", default_value_t = 10.0)]
+    pub image_url_timeout: f64,
+    /// Largest image_url download (e.g. 20M).
+    #[arg(long = "image_url_max_size", alias = "image-url-max-size", default_value = "20M")]
+    pub image_url_max_size: String,
+    /// Searches running at once (default: one per core).
+    #[arg(long = "search_threads", alias = "search-threads")]
+    pub search_threads: Option<usize>,
+    /// Most queries encoded together in one model run.
+    #[arg(long = "max_encode_batch", alias = "max-encode-batch", default_value_t = 64)]
+    pub max_encode_batch: usize,
+    /// Where s3:// index folders are copied (default ~/.cache/clip-retrieval/indices-cache).
+    #[arg(long = "cache_path", alias = "cache-path")]
+    pub cache_path: Option<String>,
+    /// Accepted for compatibility with clip-retrieval; no effect (metadata is an Arrow row store).
+    #[arg(long = "enable_hdf5", alias = "enable-hdf5", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enable_hdf5: Option<bool>,
+    /// Accepted for compatibility; no effect.
+    #[arg(long = "reorder_metadata_by_ivf_index", alias = "reorder-metadata-by-ivf-index", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub reorder_metadata_by_ivf_index: Option<bool>,
+    /// Accepted for compatibility; no effect.
+    #[arg(long = "use_jit", alias = "use-jit", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub use_jit: Option<bool>,
+    /// Accepted for compatibility; no effect.
+    #[arg(long = "use_arrow", alias = "use-arrow", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub use_arrow: Option<bool>,
+    /// Accepted for compatibility; no multilingual model is available (use_mclip requests use the CLIP text tower).
+    #[arg(long = "enable_mclip_option", alias = "enable-mclip-option", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enable_mclip_option: Option<bool>,
+}
+
+/// `clip-retrieval end2end`.
+#[derive(Debug, Args)]
+pub struct End2endArgs {
+    /// Images and captions (folder, tar shards, parquet; local or s3://). Default: render the synthetic sample.
+    #[arg(long = "input_dataset", alias = "input-dataset")]
+    pub input_dataset: Option<String>,
+    /// Where dataset (when rendered), embeddings, index and indices_paths.json go.
+    #[arg(long = "output_folder", alias = "output-folder", default_value = "end2end")]
+    pub output_folder: String,
+    /// files, webdataset or parquet.
+    #[arg(long = "input_format", alias = "input-format", default_value = "files")]
+    pub input_format: String,
+    /// Samples of the synthetic dataset rendered when no input is given.
+    #[arg(long = "sample_count", alias = "sample-count", default_value_t = 1000)]
+    pub sample_count: u64,
+    /// Index memory budget.
+    #[arg(long = "max_index_memory_usage", alias = "max-index-memory-usage", default_value = "4G")]
+    pub max_index_memory_usage: String,
+    /// Serve the result (clip-retrieval's run_back).
+    #[arg(long = "run_back", alias = "run-back", default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub run_back: bool,
+    /// Port of the server.
+    #[arg(long, default_value_t = 1234)]
+    pub port: u16,
+    /// Address of the server.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Model folder (default: the shipped models/tiny-clip).
+    #[arg(long = "clip_model", alias = "clip-model")]
+    pub clip_model: Option<String>,
+    /// Batch size of inference.
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 256)]
+    pub batch_size: usize,
+    /// The built web UI folder (default: front/dist above the executable or the working directory).
+    #[arg(long = "front_dist", alias = "front-dist")]
+    pub front_dist: Option<std::path::PathBuf>,
+    /// Hide progress bars.
+    #[arg(long = "no_progress", alias = "no-progress")]
+    pub no_progress: bool,
 }

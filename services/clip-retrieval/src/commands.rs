@@ -17,12 +17,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Index(a) => index(a),
         Command::IndexCombiner(a) => index_combiner(a),
         Command::Filter(a) => crate::filter::filter(*a),
+        Command::Back(a) => crate::back::back(*a),
+        Command::End2end(a) => crate::back::end2end(*a),
     }
 }
 
 /// Loads the model named by the flags.
 pub fn load_model(m: &ModelArgs) -> Result<ClipModel> {
-    let folder = crate::model_source::resolve(m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
+    let folder = clip_search::model_source::resolve(m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
     let device: ExecutionDevice = m.device.parse().map_err(anyhow::Error::msg)?;
     let options = SessionOptions { device, intra_threads: m.num_threads };
     let model = ClipModel::load(&folder, options).with_context(|| format!("loading model {}", folder.display()))?;

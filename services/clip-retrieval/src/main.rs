@@ -1,9 +1,9 @@
 //! `clip-retrieval`: the command line. A thin shell: parse flags, set up logging and progress, call the engine.
 
 mod args;
+mod back;
 mod commands;
 mod filter;
-mod model_source;
 
 use clap::Parser;
 

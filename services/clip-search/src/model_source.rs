@@ -1,6 +1,6 @@
 //! Resolving `--clip_model` to a local model folder: a path, an s3:// folder (copied to a cache), or the shipped model.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Result, SearchError};
 use clip_data::{storage, Location};
 use std::path::{Path, PathBuf};
 
@@ -27,29 +27,31 @@ fn shipped_model() -> Option<PathBuf> {
 /// Turns the flag into a local folder, downloading s3:// folders into `cache`.
 pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf> {
     let Some(spec) = clip_model else {
-        return shipped_model().with_context(|| {
-            format!("no --clip_model given and the shipped {SHIPPED_MODEL} was not found; set CLIP_RETRIEVAL_MODEL")
+        return shipped_model().ok_or_else(|| {
+            SearchError::Config(format!(
+                "no --clip_model given and the shipped {SHIPPED_MODEL} was not found; set CLIP_RETRIEVAL_MODEL"
+            ))
         });
     };
     match Location::parse(spec) {
         Location::Local(p) if p.is_dir() => Ok(p),
-        Location::Local(_) => bail!(
+        Location::Local(_) => Err(SearchError::Config(format!(
             "--clip_model {spec:?}: no such folder. Models are folders in the immich/OpenCLIP ONNX layout (local or \
              s3://); for a named checkpoint such as ViT-B/32, export one while online with \
              models/scripts/export_openclip.py --model ViT-B-32 --pretrained <tag> --out <folder>"
-        ),
+        ))),
         Location::S3 { bucket, key } => {
             let root = cache.map(PathBuf::from).unwrap_or_else(default_cache);
             let dest = root.join(&bucket).join(&key);
             let loc = Location::S3 { bucket, key };
-            storage::download_folder(&loc, &dest)
-                .with_context(|| format!("copying model {loc} to {}", dest.display()))?;
+            storage::download_folder(&loc, &dest)?;
             Ok(dest)
         }
     }
 }
 
-fn default_cache() -> PathBuf {
+/// `~/.cache/clip-retrieval/models`, where s3:// models are copied.
+pub fn default_cache() -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| Path::new("/tmp").to_path_buf());
     home.join(".cache/clip-retrieval/models")
 }

@@ -1,0 +1,239 @@
+//! One loaded index of a server: its faiss indices (image and/or text), metadata rows, model and filters, built
+//! from an [`IndexOptions`] entry of `indices_paths.json`.
+
+use crate::config::IndexOptions;
+use crate::encoder::{EncoderLimits, QueryEncoder};
+use crate::error::{Result, SearchError};
+use crate::filters::{AestheticEmbeddings, SafetyModel, ViolenceDetector};
+use clip_data::{storage, Location};
+use clip_index::{open_row_store, FaissIndex, LoadedIndex, Modality, RowStore};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Everything a query against one named index needs.
+pub struct IndexResource {
+    /// The name clients pass as `indice_name`.
+    pub name: String,
+    /// The local folder (s3:// folders are copied to the cache first).
+    pub folder: PathBuf,
+    /// `image.index`, when the folder has one.
+    pub image: Option<FaissIndex>,
+    /// `text.index`, when the folder has one.
+    pub text: Option<FaissIndex>,
+    /// `metadata.arrow`, when the folder has one.
+    pub rows: Option<RowStore>,
+    /// Columns returned with results: the configured ones the row store has.
+    pub columns: Vec<String>,
+    /// The query encoder of this index's model (shared between indices of the same model).
+    pub encoder: Arc<QueryEncoder>,
+    /// Loaded violence prompts.
+    pub violence: Option<ViolenceDetector>,
+    /// Loaded safety classifier.
+    pub safety: Option<SafetyModel>,
+    /// Loaded aesthetic embeddings.
+    pub aesthetic: Option<AestheticEmbeddings>,
+    /// A version string of the loaded files (build time of the index reports, else file times), for status.
+    pub version: String,
+}
+
+/// Models loaded so far, keyed by local folder, so indices of one model share its encoder.
+#[derive(Default)]
+pub struct ModelCache {
+    loaded: HashMap<PathBuf, Arc<QueryEncoder>>,
+}
+
+impl ModelCache {
+    fn get(&mut self, folder: PathBuf, limits: EncoderLimits) -> Result<Arc<QueryEncoder>> {
+        if let Some(e) = self.loaded.get(&folder) {
+            return Ok(e.clone());
+        }
+        let options = clip_model::SessionOptions::default();
+        let model = clip_model::ClipModel::load(&folder, options)?;
+        tracing::info!(model = %folder.display(), dim = model.embed_dim(), "model loaded");
+        let encoder = Arc::new(QueryEncoder::new(model, limits));
+        self.loaded.insert(folder, encoder.clone());
+        Ok(encoder)
+    }
+}
+
+impl IndexResource {
+    /// Loads one index: copies an s3:// folder into `cache`, opens the indices (mapped when configured), the row
+    /// store, the model and the configured filters. Errors name the index and the file at fault.
+    pub fn load(
+        name: &str,
+        o: &IndexOptions,
+        cache: &Path,
+        models: &mut ModelCache,
+        limits: EncoderLimits,
+    ) -> Result<Self> {
+        let context = |e: SearchError| SearchError::Config(format!("index {name:?} ({}): {e}", o.indice_folder));
+        Self::load_inner(name, o, cache, models, limits).map_err(context)
+    }
+
+    fn load_inner(
+        name: &str,
+        o: &IndexOptions,
+        cache: &Path,
+        models: &mut ModelCache,
+        limits: EncoderLimits,
+    ) -> Result<Self> {
+        let folder = local_folder(&o.indice_folder, cache)?;
+        let image = open_index(&folder, Modality::Image, o.enable_faiss_memory_mapping)?;
+        let text = open_index(&folder, Modality::Text, o.enable_faiss_memory_mapping)?;
+        let dim = match (&image, &text) {
+            (None, None) => {
+                return Err(SearchError::Config(format!(
+                    "{} has neither image.index nor text.index (build it with `clip-retrieval index`)",
+                    folder.display()
+                )))
+            }
+            (Some(i), _) => i.dim(),
+            (None, Some(t)) => t.dim(),
+        };
+        let rows = open_row_store(&folder)?;
+        if rows.is_none() {
+            tracing::warn!(index = name, "no metadata.arrow: results carry only id and similarity");
+        }
+        let available = rows.as_ref().map(RowStore::columns).unwrap_or_default();
+        let columns = o.columns_to_return.iter().filter(|c| available.contains(c)).cloned().collect();
+        let model_folder = crate::model_source::resolve(o.clip_model.as_deref(), None)?;
+        let encoder = models.get(model_folder.clone(), limits)?;
+        if encoder.embed_dim() != dim {
+            return Err(SearchError::Config(format!(
+                "the model {} makes {}-dimensional embeddings but the index holds {dim}: set clip_model to the \
+                 model the index was built with",
+                model_folder.display(),
+                encoder.embed_dim()
+            )));
+        }
+        let filters = model_folder.join("filters");
+        let violence = optional_filter(
+            name,
+            "violence detector",
+            o.provide_violence_detector,
+            &o.violence_detector,
+            &filters.join("violence_detection.npy"),
+            |p| ViolenceDetector::load(p, dim),
+        )?;
+        let safety = optional_filter(
+            name,
+            "safety model",
+            o.provide_safety_model,
+            &o.safety_model,
+            &filters.join("safety.onnx"),
+            |p| SafetyModel::load(p, dim),
+        )?;
+        let aesthetic = optional_filter(
+            name,
+            "aesthetic embeddings",
+            o.provide_aesthetic_embeddings,
+            &o.aesthetic_embeddings,
+            &filters.join("aesthetic"),
+            |p| AestheticEmbeddings::load(p, dim),
+        )?;
+        let version = version_of(&folder);
+        tracing::info!(
+            index = name,
+            folder = %folder.display(),
+            image = image.as_ref().map(|i| i.len()),
+            text = text.as_ref().map(|i| i.len()),
+            rows = rows.as_ref().map(|r| r.len()),
+            violence = violence.is_some(),
+            safety = safety.is_some(),
+            aesthetic = aesthetic.is_some(),
+            "index loaded"
+        );
+        Ok(Self {
+            name: name.into(),
+            folder,
+            image,
+            text,
+            rows,
+            columns,
+            encoder,
+            violence,
+            safety,
+            aesthetic,
+            version,
+        })
+    }
+
+    /// The faiss index serving `modality`, or a request error when the folder has none.
+    pub fn index(&self, modality: Modality) -> Result<&FaissIndex> {
+        let found = match modality {
+            Modality::Image => self.image.as_ref(),
+            Modality::Text => self.text.as_ref(),
+        };
+        found.ok_or_else(|| {
+            SearchError::bad("modality", format!("index {:?} has no {} index", self.name, modality.name()))
+        })
+    }
+
+    /// Embedding width of the indices.
+    pub fn dim(&self) -> usize {
+        self.image.as_ref().or(self.text.as_ref()).map(FaissIndex::dim).unwrap_or(0)
+    }
+}
+
+/// A local folder for `spec`: itself, or an s3:// folder copied under `cache`.
+fn local_folder(spec: &str, cache: &Path) -> Result<PathBuf> {
+    match Location::parse(spec) {
+        Location::Local(p) if p.is_dir() => Ok(p),
+        Location::Local(p) => Err(SearchError::Config(format!("{} is not a folder", p.display()))),
+        Location::S3 { bucket, key } => {
+            let dest = cache.join("indices").join(&bucket).join(&key);
+            let loc = Location::S3 { bucket, key };
+            tracing::info!(from = %loc, to = %dest.display(), "copying index folder");
+            storage::download_folder(&loc, &dest)?;
+            Ok(dest)
+        }
+    }
+}
+
+fn open_index(folder: &Path, modality: Modality, mmap: bool) -> Result<Option<FaissIndex>> {
+    if !folder.join(modality.index_file()).is_file() {
+        return Ok(None);
+    }
+    let mut loaded = LoadedIndex::open(folder, modality, mmap)?;
+    // Dedup and the filters look at the stored vectors of results.
+    loaded.index.enable_reconstruct()?;
+    Ok(Some(loaded.index))
+}
+
+/// Loads a filter from its configured path, else (when `provide`) from the model's `filters/` folder; a filter
+/// asked for but absent is logged and left out, as requests for it are served without it.
+fn optional_filter<T>(
+    index: &str,
+    what: &str,
+    provide: bool,
+    configured: &Option<String>,
+    beside_model: &Path,
+    load: impl FnOnce(&Path) -> Result<T>,
+) -> Result<Option<T>> {
+    if let Some(path) = configured {
+        return load(Path::new(path)).map(Some);
+    }
+    if !provide {
+        return Ok(None);
+    }
+    if beside_model.exists() {
+        return load(beside_model).map(Some);
+    }
+    tracing::warn!(
+        index,
+        filter = what,
+        looked_at = %beside_model.display(),
+        "filter requested but no file configured; requests asking for it are served without it"
+    );
+    Ok(None)
+}
+
+fn version_of(folder: &Path) -> String {
+    let stamp = |f: &str| std::fs::metadata(folder.join(f)).and_then(|m| m.modified()).ok();
+    let newest = ["image.index", "text.index", "metadata.arrow"].iter().filter_map(|f| stamp(f)).max();
+    newest
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs().to_string())
+        .unwrap_or_default()
+}
