@@ -1,5 +1,6 @@
 //! The test world: paths of the repository's artefacts, the built `clip-retrieval` binary, a real S3 server
-//! (s3s-fs, SigV4) on 127.0.0.1, and Python (numpy/pyarrow) to read outputs as users do. Everything a test starts
+//! (s3s-fs, SigV4) on 127.0.0.1, a running `clip-retrieval back`, and Python (numpy/pyarrow) to read outputs as
+//! users do. Everything a test starts
 //! is stopped when its handle drops. `scripts/setup.sh` installs what is used here.
 
 use std::net::TcpListener;
@@ -250,4 +251,103 @@ pub fn brute_force_ip(rows: &[Vec<f32>], query: &[f32], k: usize) -> Vec<(i64, f
 /// Resident memory of this process now (VmRSS), in bytes.
 pub fn rss_bytes() -> u64 {
     clip_index::build::proc_status_bytes("VmRSS")
+}
+
+/// A `clip-retrieval back` process on 127.0.0.1, ready (indices loaded); stopped with SIGTERM when dropped.
+pub struct BackServer {
+    child: Option<Child>,
+    /// The port it listens on.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl BackServer {
+    /// Starts `back --indices_paths <paths> <extra>` and waits for `/readyz`.
+    pub fn start(indices_paths: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("clip-back-{}-{port}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("server log file");
+        let child = cli()
+            .env("CLIP_RETRIEVAL_LOG", "info")
+            .arg("back")
+            .arg("--indices_paths")
+            .arg(indices_paths)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn clip-retrieval back");
+        let mut server = Self { child: Some(child), port, log };
+        server.wait_ready(Duration::from_secs(60));
+        server
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("clip-retrieval back exited ({status}) before ready:\n{}", self.log_text());
+            }
+            if http_get(self.port, "/readyz").map(|(code, _)| code == 200).unwrap_or(false) {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "back not ready after {timeout:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("back did not stop within 20 s of SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for BackServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A minimal HTTP/1.1 GET on 127.0.0.1 (for readiness polls without a client library): `(status, body)`.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
 }
