@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The demo on a fresh machine: install what is needed, build, render a synthetic captioned dataset with the shipped
-# generator, and embed it with the shipped model. Outputs land in ./demo (override with DEMO_DIR).
+# The demo on a fresh machine: install what is needed, build, then `clip-retrieval end2end`: render the synthetic
+# captioned dataset, embed and index it with the shipped model, and serve the knn API (and the web UI when front/dist
+# is built) until Ctrl-C. Outputs land in ./demo (DEMO_DIR); PORT (1234), COUNT (1000), RUN_BACK=false to stop after
+# the index.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 DEMO_DIR="${DEMO_DIR:-$ROOT/demo}"
@@ -9,22 +11,5 @@ bash scripts/setup.sh
 cargo build --release -p clip-retrieval
 BIN="$CARGO_TARGET_DIR/release/clip-retrieval"
 rm -rf "$DEMO_DIR"
-"$BIN" sample-dataset --output_folder "$DEMO_DIR/dataset" --count "$COUNT" --seed 7
-"$BIN" inference --input_dataset "$DEMO_DIR/dataset" --output_folder "$DEMO_DIR/embeddings" \
-  --clip_model "$ROOT/models/tiny-clip" --enable_metadata True
-echo
-echo "Dataset:    $DEMO_DIR/dataset (jpg + txt caption + json attributes per sample)"
-echo "Embeddings: $DEMO_DIR/embeddings/img_emb/img_emb_0.npy, text_emb/text_emb_0.npy"
-echo "Metadata:   $DEMO_DIR/embeddings/metadata/metadata_0.parquet; stats in stats/0.json"
-"$ROOT/.cache/venv/bin/python" - "$DEMO_DIR/embeddings" <<'PY'
-import sys, numpy as np, pyarrow.parquet as pq
-root = sys.argv[1]
-img = np.load(f"{root}/img_emb/img_emb_0.npy").astype(np.float32)
-txt = np.load(f"{root}/text_emb/text_emb_0.npy").astype(np.float32)
-meta = pq.read_table(f"{root}/metadata/metadata_0.parquet").to_pylist()
-print(f"numpy reads {img.shape} image and {txt.shape} text embeddings ({np.load(f'{root}/img_emb/img_emb_0.npy').dtype})")
-hits = sum(int(np.argsort(-(img @ t))[:10].__contains__(i)) for i, t in enumerate(txt))
-print(f"caption -> own image in the top 10 for {hits}/{len(txt)} samples")
-best = int(np.argmax(img @ txt[0]))
-print(f"query {meta[0]['caption']!r} -> best image {meta[best]['image_path']} ({meta[best]['caption']!r})")
-PY
+exec "$BIN" end2end --output_folder "$DEMO_DIR" --sample_count "$COUNT" --clip_model "$ROOT/models/tiny-clip" \
+  --port "${PORT:-1234}" --run_back "${RUN_BACK:-true}"

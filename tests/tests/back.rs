@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 /// A dataset, its embeddings, an index and filter files, built once per test run.
 struct Fixture {
     dataset: PathBuf,
+    emb: PathBuf,
     index: PathBuf,
     filters: PathBuf,
     /// Image embeddings (f32) by id, as stored.
@@ -63,7 +64,7 @@ fn fixture() -> &'static Fixture {
         let npy = std::fs::read(emb.join("img_emb/img_emb_0.npy")).unwrap();
         let m = clip_data::npy::read_matrix(&npy, "img_emb_0.npy").unwrap();
         let embeddings = m.data.chunks(m.cols).map(<[f32]>::to_vec).collect();
-        Fixture { dataset, index, filters, embeddings, violent: ids("violent"), unsafe_ids: ids("unsafe") }
+        Fixture { dataset, emb, index, filters, embeddings, violent: ids("violent"), unsafe_ids: ids("unsafe") }
     })
 }
 
@@ -519,6 +520,44 @@ print(json.dumps({"text": text, "image": by_image, "embedding": by_embedding,
     assert!(ids(answers["image"].as_array().unwrap()).contains(&17));
     assert_eq!(answers["embedding"][0]["id"], 17);
     assert!(answers["text_modality"][0]["caption"].as_str().unwrap().contains("blue square"));
+}
+
+#[test]
+fn folders_built_by_python_clip_retrieval_are_served_with_their_metadata() {
+    // clip-retrieval's index leaves image.index (written by Python faiss) and metadata/*.parquet, no metadata.arrow.
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture();
+    let folder = dir.path().join("python-index");
+    std::fs::create_dir_all(folder.join("metadata")).unwrap();
+    let rewrite = "import sys, faiss; faiss.write_index(faiss.read_index(sys.argv[1]), sys.argv[2])";
+    run(python().args(["-c", rewrite]).arg(f.index.join("image.index")).arg(folder.join("image.index")), true);
+    std::fs::copy(f.emb.join("metadata/metadata_0.parquet"), folder.join("metadata/metadata_0.parquet")).unwrap();
+    let paths = indices_paths(dir.path(), json!({"py": {"indice_folder": folder, "columns_to_return": ["caption"]}}));
+    let server = BackServer::start(&paths, &[]);
+    let results = knn(&server, json!({"text": "a red circle", "num_images": 3, "indice_name": "py"}));
+    assert!(results[0]["caption"].as_str().unwrap().contains("red circle"), "{}", results[0]);
+    assert!(folder.join("metadata.arrow").is_file(), "the row store is built beside the index");
+    assert_eq!(post(&server, "/knn-service", json!({"text": "x", "modality": "text"}).to_string()).status, 400);
+}
+
+#[test]
+fn serves_the_web_ui_folder_and_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(dist.join("assets")).unwrap();
+    std::fs::write(dist.join("index.html"), "<!doctype html><title>ui</title>").unwrap();
+    std::fs::write(dist.join("assets/app.js"), "console.log(1)").unwrap();
+    let dist_arg = dist.display().to_string();
+    let server = plain_server(dir.path(), &["--front_dist", &dist_arg, "--default_index", "demo"]);
+    let get = |p: &str| client().get(format!("{}{p}", server.url())).send().unwrap();
+    assert_eq!(get("/").text().unwrap(), "<!doctype html><title>ui</title>");
+    let js = get("/assets/app.js");
+    assert!(js.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    assert_eq!(js.text().unwrap(), "console.log(1)");
+    let config: Value = get("/config.json").json().unwrap();
+    assert_eq!(config, json!({"defaultBackend": server.url() + "/", "defaultIndex": "demo", "urlColumn": "url"}));
+    // API routes still win over the UI's fallback.
+    assert_eq!(get("/indices-list").json::<Value>().unwrap(), json!(["demo", "small"]));
 }
 
 #[test]

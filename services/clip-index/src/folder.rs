@@ -7,7 +7,7 @@ use crate::embeddings::EmbeddingSource;
 use crate::error::{IndexError, Result};
 use crate::faiss_index::FaissIndex;
 use crate::report::{parse_params, IndexReport};
-use crate::row_store::{metadata_partitions, write_row_store, RowStore};
+use crate::row_store::{metadata_partitions, parquet_row_counts, write_row_store, RowStore};
 use crate::tune;
 use clip_data::storage;
 use clip_data::Location;
@@ -176,4 +176,34 @@ pub fn open_row_store(folder: &Path) -> Result<Option<RowStore>> {
     } else {
         Ok(None)
     }
+}
+
+/// Opens the row store of a folder; a folder with only `metadata/*.parquet` (as Python clip-retrieval's `index`
+/// leaves it) gets its `metadata.arrow` built first, in the folder or, when that is not writable, under `fallback`.
+pub fn open_or_build_row_store(folder: &Path, fallback: &Path) -> Result<Option<RowStore>> {
+    if let Some(store) = open_row_store(folder)? {
+        return Ok(Some(store));
+    }
+    let metadata = folder.join("metadata");
+    if !metadata.is_dir() {
+        return Ok(None);
+    }
+    let partitions = metadata_partitions(&Location::Local(metadata))?;
+    if partitions.is_empty() {
+        return Ok(None);
+    }
+    let rows = parquet_row_counts(&partitions)?;
+    let beside = folder.join(ROW_STORE_FILE);
+    tracing::info!(folder = %folder.display(), partitions = partitions.len(), "building metadata.arrow from metadata/");
+    let target = match write_row_store(&partitions, &rows, &Location::Local(beside.clone())) {
+        Ok(_) => beside,
+        Err(e) => {
+            tracing::warn!(error = %e, fallback = %fallback.display(), "cannot write beside the index; using the cache");
+            std::fs::create_dir_all(fallback).map_err(IndexError::io(fallback.display()))?;
+            let elsewhere = fallback.join(ROW_STORE_FILE);
+            write_row_store(&partitions, &rows, &Location::Local(elsewhere.clone()))?;
+            elsewhere
+        }
+    };
+    RowStore::open(&target).map(Some)
 }

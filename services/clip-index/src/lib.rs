@@ -23,6 +23,8 @@ pub use choice::{choose, parse_memory, IndexChoice};
 pub use embeddings::EmbeddingSource;
 pub use error::{IndexError, Result};
 pub use faiss_index::{FaissIndex, Metric, Neighbours};
-pub use folder::{build_folder, open_row_store, FolderBuild, FolderReport, LoadedIndex, Modality};
+pub use folder::{
+    build_folder, open_or_build_row_store, open_row_store, FolderBuild, FolderReport, LoadedIndex, Modality,
+};
 pub use report::IndexReport;
 pub use row_store::RowStore;

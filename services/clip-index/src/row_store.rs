@@ -120,6 +120,19 @@ pub fn write_row_store(
     Ok(total)
 }
 
+/// `(partition number, row count)` of local metadata partitions, read from their parquet footers.
+pub fn parquet_row_counts(partitions: &[(usize, Location)]) -> Result<Vec<(usize, usize)>> {
+    partitions
+        .iter()
+        .map(|(n, loc)| {
+            let copy = storage::local_copy(loc)?;
+            let file = std::fs::File::open(copy.path()).map_err(IndexError::io(loc))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(loc))?;
+            Ok((*n, builder.metadata().file_metadata().num_rows() as usize))
+        })
+        .collect()
+}
+
 /// Every field nullable, so partitions where a column is sometimes missing merge.
 fn relaxed(schema: &SchemaRef) -> Schema {
     Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>())

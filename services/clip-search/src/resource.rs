@@ -6,7 +6,7 @@ use crate::encoder::{EncoderLimits, QueryEncoder};
 use crate::error::{Result, SearchError};
 use crate::filters::{AestheticEmbeddings, SafetyModel, ViolenceDetector};
 use clip_data::{storage, Location};
-use clip_index::{open_row_store, FaissIndex, LoadedIndex, Modality, RowStore};
+use clip_index::{open_or_build_row_store, FaissIndex, LoadedIndex, Modality, RowStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,7 +91,7 @@ impl IndexResource {
             (Some(i), _) => i.dim(),
             (None, Some(t)) => t.dim(),
         };
-        let rows = open_row_store(&folder)?;
+        let rows = open_or_build_row_store(&folder, &row_store_cache(cache, &folder))?;
         if rows.is_none() {
             tracing::warn!(index = name, "no metadata.arrow: results carry only id and similarity");
         }
@@ -189,6 +189,13 @@ fn local_folder(spec: &str, cache: &Path) -> Result<PathBuf> {
             Ok(dest)
         }
     }
+}
+
+/// Where the row store of a read-only folder goes: one cache folder per index folder path.
+fn row_store_cache(cache: &Path, folder: &Path) -> PathBuf {
+    let name: String =
+        folder.display().to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    cache.join("row-stores").join(name)
 }
 
 fn open_index(folder: &Path, modality: Modality, mmap: bool) -> Result<Option<FaissIndex>> {

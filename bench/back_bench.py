@@ -1,0 +1,136 @@
+"""Load test of the knn service: ours vs Python clip-retrieval back, side by side on the same index and model.
+
+For each server in turn: start it, wait until it answers, then for each query kind (embedding_input, text, image)
+and concurrency (1, 32) run wrk for DURATION seconds with bodies as ClipClient sends them (num_images 40, dedup on),
+rotating through several queries; record QPS, p50/p99, errors and the server's peak RSS. Prints a table and writes
+results JSON. Usage (from back_bench.sh): python back_bench.py WORK OUR_BIN PY_BACK_PY DURATION
+"""
+import base64, glob, json, os, re, signal, subprocess, sys, time, urllib.request
+
+import numpy as np
+
+work, our_bin, py_python, duration = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+here = os.path.dirname(os.path.abspath(__file__))
+KINDS = ["embedding", "text", "image"]
+CONCURRENCY = [1, 32]
+
+
+def bodies(kind):
+    base = {"modality": "image", "num_images": 40, "num_result_ids": 40, "indice_name": "bench", "deduplicate": True,
+            "use_safety_model": False, "use_violence_detector": False, "use_mclip": False, "aesthetic_score": "",
+            "aesthetic_weight": "", "text": None, "image": None, "image_url": None, "embedding_input": None}
+    out = []
+    if kind == "embedding":
+        for q in np.load(f"{work}/emb/queries.npy")[:50]:
+            out.append({**base, "embedding_input": [round(float(x), 6) for x in q]})
+    elif kind == "text":
+        for c in ["red", "blue", "green", "yellow", "purple", "orange"]:
+            for s in ["circle", "square", "triangle", "diamond"]:
+                out.append({**base, "text": f"a {c} {s} on a white background"})
+    else:
+        for path in sorted(glob.glob(f"{work}/images/*.jpg"))[:8]:
+            out.append({**base, "image": base64.b64encode(open(path, "rb").read()).decode()})
+    path = f"{work}/bodies-{kind}.txt"
+    with open(path, "w") as f:
+        for b in out:
+            f.write(json.dumps(b) + "\n")
+    return path
+
+
+LUA = """
+local bodies = {}
+for line in io.lines(os.getenv("BODIES")) do bodies[#bodies + 1] = line end
+local i = math.random(#bodies)
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", "/knn-service", {["Content-Type"] = "application/json"}, bodies[i])
+end
+"""
+
+
+def seconds(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def wrk(port, body_file, connections):
+    lua = f"{work}/post.lua"
+    open(lua, "w").write(LUA)
+    threads = min(connections, 2)
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "60s", "--latency",
+           "-s", lua, f"http://127.0.0.1:{port}"]
+    out = subprocess.run(cmd, env={**os.environ, "BODIES": body_file}, capture_output=True, text=True).stdout
+    qps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = seconds(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = seconds(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = 0
+    for pattern in [r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"]:
+        m = re.search(pattern, out)
+        if m:
+            errors += sum(int(g) for g in m.groups())
+    return {"qps": qps, "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "errors": errors}
+
+
+def tree_peak_rss_mb(pid):
+    total = 0
+    for p in [pid] + [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def wait_ready(port, proc, timeout=300):
+    body = json.dumps({"embedding_input": [0.0] * 511 + [1.0], "num_images": 1, "indice_name": "bench",
+                       "modality": "image"}).encode()
+    start = time.time()
+    while time.time() - start < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/knn-service", data=body), timeout=30)
+            return
+        except Exception:
+            time.sleep(1)
+    raise SystemExit("server not ready")
+
+
+def run_server(name, cmd, port):
+    log = open(f"{work}/{name}.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_ready(port, proc)
+        results = {}
+        for kind in KINDS:
+            body_file = bodies(kind)
+            wrk(port, body_file, 1)  # warm-up, short: the first requests allocate and load lazily
+            for c in CONCURRENCY:
+                r = wrk(port, body_file, c)
+                results[f"{kind}/c{c}"] = r
+                print(f"{name:7s} {kind:9s} c{c:<3d} {r['qps']:8.1f} QPS  p50 {r['p50_ms']:8.1f} ms  p99 {r['p99_ms']:8.1f} ms"
+                      f"  errors {r['errors']}", flush=True)
+        results["peak_rss_mb"] = tree_peak_rss_mb(proc.pid)
+        return results
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+ours = run_server("ours", [our_bin, "back", "--indices_paths", f"{work}/indices_ours.json", "--port", "18761",
+                           "--host", "127.0.0.1", "--clip_model", f"{work}/vit-b-32"], 18761)
+python = run_server("python", [py_python, f"{here}/py_clip_back.py", f"{work}/indices_python.json", "18762"], 18762)
+print()
+print("| query | conc. | ours QPS | python QPS | QPS ratio | ours p50 / p99 ms | python p50 / p99 ms | p99 ratio |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for kind in KINDS:
+    for c in CONCURRENCY:
+        o, p = ours[f"{kind}/c{c}"], python[f"{kind}/c{c}"]
+        print(f"| {kind} | {c} | {o['qps']:.1f} | {p['qps']:.1f} | {o['qps'] / p['qps']:.1f}x | {o['p50_ms']:.1f} / "
+              f"{o['p99_ms']:.1f} | {p['p50_ms']:.1f} / {p['p99_ms']:.1f} | {o['p99_ms'] / p['p99_ms']:.3f} |")
+print(f"\npeak RSS: ours {ours['peak_rss_mb']:.0f} MB, python {python['peak_rss_mb']:.0f} MB")
+json.dump({"ours": ours, "python": python}, open(f"{work}/back_bench.json", "w"), indent=1)
