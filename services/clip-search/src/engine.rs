@@ -300,6 +300,9 @@ type Stages = Vec<(Stage, Duration)>;
 
 /// Search, filters and metadata of one query (blocking).
 fn search_and_filter(r: &IndexResource, q: &KnnQuery, query: &[f32]) -> Result<(Vec<Map<String, Value>>, Stages)> {
+    // Requests run side by side, one per blocking thread: an OpenMP team per single query only adds start-up and
+    // spinning on a busy machine (it set p99 at c32 to ~1 s in bench/back_bench.sh).
+    clip_index::faiss_index::set_threads(1);
     let mut stages = Vec::new();
     let index = r.index(q.modality)?;
     let started = Instant::now();

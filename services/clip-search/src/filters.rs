@@ -18,9 +18,7 @@ pub fn near_duplicates(embeddings: &[f32], dim: usize) -> Result<Vec<usize>> {
     if n < 2 {
         return Ok(Vec::new());
     }
-    let mut flat = FaissIndex::from_factory(dim, "Flat", Metric::Ip)?;
-    flat.add(embeddings)?;
-    let neighbours = flat.range_search(embeddings, DEDUP_THRESHOLD)?;
+    let neighbours = similar_pairs(embeddings, dim, n)?;
     let mut parent: Vec<usize> = (0..n).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -39,6 +37,33 @@ pub fn near_duplicates(embeddings: &[f32], dim: usize) -> Result<Vec<usize>> {
         }
     }
     Ok((0..n).filter(|&i| root(&mut parent, i) != i).collect())
+}
+
+/// Above this many results, pairs are found by faiss (BLAS); below, a direct loop avoids building an index and
+/// starting OpenMP for a few thousand dot products (0.7 ms -> ~0.05 ms for clip-front's 40 results).
+const DIRECT_PAIRS_MAX: usize = 512;
+
+/// For each row, the rows (itself included) with similarity >= [`DEDUP_THRESHOLD`].
+fn similar_pairs(embeddings: &[f32], dim: usize, n: usize) -> Result<Vec<Vec<(i64, f32)>>> {
+    if n > DIRECT_PAIRS_MAX {
+        let mut flat = FaissIndex::from_factory(dim, "Flat", Metric::Ip)?;
+        flat.add(embeddings)?;
+        return Ok(flat.range_search(embeddings, DEDUP_THRESHOLD)?);
+    }
+    let rows: Vec<&[f32]> = embeddings.chunks_exact(dim).collect();
+    let mut out = vec![Vec::new(); n];
+    for i in 0..n {
+        for j in i..n {
+            let s = dot(rows[i], rows[j]);
+            if s >= DEDUP_THRESHOLD {
+                out[i].push((j as i64, s));
+                if i != j {
+                    out[j].push((i as i64, s));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// L2-normalises each row in place (stored vectors of compressed indices are not unit length).
@@ -158,8 +183,17 @@ fn read_npy(path: &Path) -> Result<clip_data::npy::NpyMatrix> {
     Ok(clip_data::npy::read_matrix(&bytes, &path.display().to_string())?)
 }
 
+/// Dot product with eight independent accumulators, so the compiler vectorises it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -186,6 +220,34 @@ mod tests {
         .concat();
         assert_eq!(near_duplicates(&rows, 3).unwrap(), vec![2, 3]);
         assert!(near_duplicates(&rows[..3], 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn direct_and_faiss_pairs_agree() {
+        // 600 rows in 30 tight groups: above DIRECT_PAIRS_MAX (faiss path) vs the first 500 rows (direct path).
+        let dim = 16;
+        let rows: Vec<f32> = (0..600)
+            .flat_map(|i| {
+                let g = i % 30;
+                let v: Vec<f32> = (0..dim)
+                    .map(|k| if k == g % dim { 1.0 } else { 0.0 } + ((i * 7 + k * 3) % 11) as f32 * 0.01)
+                    .collect();
+                unit(&v)
+            })
+            .collect();
+        assert!(!near_duplicates(&rows, dim).unwrap().is_empty());
+        assert!(!near_duplicates(&rows[..500 * dim], dim).unwrap().is_empty());
+        let pairs_direct = similar_pairs(&rows[..500 * dim], dim, 500).unwrap();
+        let mut flat = FaissIndex::from_factory(dim, "Flat", Metric::Ip).unwrap();
+        flat.add(&rows[..500 * dim]).unwrap();
+        let pairs_faiss = flat.range_search(&rows[..500 * dim], DEDUP_THRESHOLD).unwrap();
+        for (d, f) in pairs_direct.iter().zip(&pairs_faiss) {
+            let mut d: Vec<i64> = d.iter().map(|p| p.0).collect();
+            let mut f: Vec<i64> = f.iter().map(|p| p.0).collect();
+            d.sort();
+            f.sort();
+            assert_eq!(d, f);
+        }
     }
 
     #[test]
