@@ -264,10 +264,17 @@ pub struct BackServer {
 impl BackServer {
     /// Starts `back --indices_paths <paths> <extra>` and waits for `/readyz`.
     pub fn start(indices_paths: &Path, extra: &[&str]) -> Self {
+        Self::start_with(indices_paths, extra, |_| {})
+    }
+
+    /// As [`BackServer::start`], with the command adjusted first (e.g. [`S3Server::configure`]).
+    pub fn start_with(indices_paths: &Path, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("clip-back-{}-{port}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("server log file");
-        let child = cli()
+        let mut command = cli();
+        configure(&mut command);
+        let child = command
             .env("CLIP_RETRIEVAL_LOG", "info")
             .arg("back")
             .arg("--indices_paths")

@@ -121,4 +121,22 @@ fn index_reads_embeddings_from_s3_and_writes_the_index_folder_to_s3() {
     assert_eq!(loaded.index.search(&all[2_500], 1).unwrap().ids, vec![2_500]);
     let store = clip_index::RowStore::open(&bucket.join("idx/metadata.arrow")).unwrap();
     assert_eq!(store.get(&[2_500], None).unwrap()[0].as_ref().unwrap()["caption"], "row 2500");
+
+    // `back` serves the s3:// folder: copied into its cache, then memory-mapped.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = dir.path().join("indices_paths.json");
+    let config = serde_json::json!({"s3": {"indice_folder": "s3://data/idx", "enable_faiss_memory_mapping": true}});
+    std::fs::write(&paths, config.to_string()).unwrap();
+    let cache = dir.path().join("cache").display().to_string();
+    let server = clip_retrieval_tests::BackServer::start_with(&paths, &["--cache_path", &cache], |c| s3.configure(c));
+    assert!(dir.path().join("cache/indices/data/idx/image.index").is_file());
+    let body = serde_json::json!({"embedding_input": all[2_500], "num_images": 1, "indice_name": "s3"});
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/knn-service", server.url()))
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let results: serde_json::Value = response.json().unwrap();
+    assert_eq!(results[0]["id"], 2_500, "{results}");
+    assert_eq!(results[0]["caption"], "row 2500");
 }
