@@ -9,6 +9,7 @@ DEMO_DIR="${DEMO_DIR:-$ROOT/demo}"
 COUNT="${COUNT:-1000}"
 bash scripts/setup.sh
 cargo build --release -p clip-retrieval
+(cd front && npm run build --silent)
 BIN="$CARGO_TARGET_DIR/release/clip-retrieval"
 rm -rf "$DEMO_DIR"
 exec "$BIN" end2end --output_folder "$DEMO_DIR" --sample_count "$COUNT" --clip_model "$ROOT/models/tiny-clip" \

@@ -75,8 +75,22 @@ install_s3s() {
   ln -sf "$bin" "$ROOT/.cache/bin/s3s-fs"
 }
 
+# The web UI's npm packages (vite, vitest, typescript), exactly as front/package-lock.json pins them. Vite 7 needs
+# Node.js >= 20.19 (the machine's; Debian 12's own nodejs is 18).
+install_front() {
+  command -v node >/dev/null || { log "Node.js >= 20.19 is required for front/ (not found)"; exit 1; }
+  node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+    || { log "Node.js >= 20.19 is required for front/ (found $(node --version))"; exit 1; }
+  local stamp="$ROOT/front/node_modules/.package-lock.json"
+  if [ ! -f "$stamp" ] || [ "$ROOT/front/package-lock.json" -nt "$stamp" ]; then
+    log "npm ci in front/"
+    (cd "$ROOT/front" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 apt_install pkg-config python3-venv cmake libopenblas-dev
 install_ort
 install_venv
 install_s3s
+install_front
 log "done"
