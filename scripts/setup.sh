@@ -6,7 +6,8 @@
 #     onnx (tests write a small safety classifier), and clip-retrieval's own ClipClient (clip-retrieval --no-deps +
 #     requests) that tests point at our server;
 #   - cmake and OpenBLAS, with which the faiss crate builds faiss 1.12 from source (cached in the cargo target dir);
-#   - s3s-fs 0.14.1 (a real S3 server, SigV4) built from crates.io, for the s3:// tests.
+#   - s3s-fs 0.14.1 (a real S3 server, SigV4) built from crates.io, for the s3:// tests;
+#   - Debian's Chromium and front/'s npm packages (vite, vitest, playwright-core) for the web UI and its browser tests.
 # Slow artefacts are cached outside the repository (~/.cache/clip-retrieval) and copied in when present.
 # Idempotent: a second run takes seconds.
 set -euo pipefail
@@ -88,7 +89,7 @@ install_front() {
   fi
 }
 
-apt_install pkg-config python3-venv cmake libopenblas-dev
+apt_install pkg-config python3-venv cmake libopenblas-dev chromium
 install_ort
 install_venv
 install_s3s

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what is needed (scripts/setup.sh), checks formatting and lints,
-# then `cargo test --workspace` (unit tests, and tests/ against real ONNX Runtime, a real S3 server, numpy/pyarrow),
-# then the web UI's unit tests (Vitest) and its type-checked build, which `back` serves at /.
+# the web UI's unit tests and build, then `cargo test --workspace` (unit tests, and tests/ against real ONNX Runtime,
+# a real S3 server, numpy/pyarrow, and Debian's Chromium for the UI).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace
+# The UI first: its unit tests (Vitest) and type-checked build, which the browser tests in tests/ui.rs serve.
 (cd front && npm test --silent && npm run build --silent)
+cargo test --workspace

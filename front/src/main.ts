@@ -106,6 +106,9 @@ async function search(input = currentInput()): Promise<void> {
   if (!input) return;
   const id = ++searchId;
   status("Searching…");
+  // Forget the previous results at once: the scroll sentinel must not page through them while this search runs.
+  results = [];
+  shown = 0;
   $("results").replaceChildren();
   try {
     const found = await postJson<Result[]>(endpoint(state.backend, "/knn-service"), knnBody(state, input));
@@ -125,6 +128,7 @@ async function search(input = currentInput()): Promise<void> {
 
 /** Appends the next page: results that came with metadata first, then pages fetched through /metadata. */
 async function showMore(withMetadata: Result[] = []): Promise<void> {
+  const id = searchId;
   const known = new Map(withMetadata.map((r) => [r.id, r]));
   let page = results.slice(shown, shown + PAGE);
   const missing = nextPage(results, shown, PAGE).filter((id) => !known.has(id));
@@ -136,10 +140,12 @@ async function showMore(withMetadata: Result[] = []): Promise<void> {
       );
       for (const row of rows) known.set(row.id, { id: row.id, ...row.metadata });
     } catch (e) {
-      status((e as Error).message, true);
+      if (id === searchId) status((e as Error).message, true);
       return;
     }
   }
+  // A newer search started while the metadata was loading: its results own the grid.
+  if (id !== searchId) return;
   page = page.map((r) => ({ ...known.get(r.id), ...r }));
   shown += page.length;
   $("results").append(...page.map(card));
@@ -222,6 +228,8 @@ async function main(): Promise<void> {
     search();
   };
   $("settings").onchange = (e) => {
+    // A new image URL replaces an uploaded image as the query.
+    if ((e.target as HTMLElement).id === "image-url") uploaded = null;
     readForm();
     if ((e.target as HTMLElement).id === "backend") loadIndices();
     else search();
