@@ -7,6 +7,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-# The UI first: its unit tests (Vitest) and type-checked build, which the browser tests in tests/ui.rs serve.
 (cd front && npm test --silent && npm run build --silent)
 cargo test --workspace

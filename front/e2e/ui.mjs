@@ -36,7 +36,7 @@ try {
   await page.waitForSelector("#results .similarity");
   const score = Number(await page.textContent("#results .similarity"));
   check(score > 0 && score <= 1, `similarity ${score}`);
-  await page.screenshot({ path: `${outDir}/results.png` });
+  await page.screenshot({ path: `${outDir}/results.jpg`, type: "jpeg", quality: 75 });
 
   // The URL restores the whole search in a new page.
   const shared = page.url();
@@ -46,10 +46,22 @@ try {
   check((await restored.inputValue("#text")) === "a red circle", "shared URL did not restore the query");
   check(/red circle/.test(await firstCaption(restored)), "shared URL did not restore the results");
 
+  // Scrolling to the end loads the next page of results through /metadata.
+  const firstPage = await restored.locator("#results li").count();
+  await restored.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+  await restored.waitForFunction((n) => document.querySelectorAll("#results li").length > n, firstPage);
+
+  // Clicking a caption searches for it.
+  const clicked = await restored.locator("#results li .caption").nth(3).textContent();
+  await restored.locator("#results li .caption").nth(3).click();
+  await restored.waitForFunction((c) => document.querySelector("#text").value === c, clicked);
+  check(new URL(restored.url()).searchParams.get("query") === clicked, "caption search not in the URL");
+  await restored.waitForSelector("#results li img");
+
   // Phone width: the grid still shows results, two per row.
   await restored.setViewportSize({ width: 390, height: 800 });
   check(await restored.isVisible("#results li"), "results hidden at phone width");
-  await restored.screenshot({ path: `${outDir}/results-phone.png` });
+  await restored.screenshot({ path: `${outDir}/results-phone.jpg`, type: "jpeg", quality: 75 });
 
   // An uploaded image finds itself or a near-identical twin (similarity >= 0.99; the tiny model confuses some
   // colours, so the twin may have another caption) and replaces the text query's results.

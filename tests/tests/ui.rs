@@ -60,5 +60,5 @@ fn search_page_works_in_chromium() {
         String::from_utf8_lossy(&result.stderr),
         server.log_text()
     );
-    assert!(out.join("results.png").is_file());
+    assert!(out.join("results.jpg").is_file() && out.join("results-phone.jpg").is_file());
 }
