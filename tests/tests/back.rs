@@ -299,8 +299,12 @@ fn clip_server_header() -> &'static str {
 #[test]
 fn bad_inputs_get_json_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let server =
-        plain_server(dir.path(), &["--max_num_images", "7", "--max_num_result_ids", "30", "--max_body_size", "64K"]);
+    // No UI folder: with one, unknown paths fall back to the page (it routes on the client).
+    let no_ui = dir.path().join("no-ui").display().to_string();
+    let server = plain_server(
+        dir.path(),
+        &["--max_num_images", "7", "--max_num_result_ids", "30", "--max_body_size", "64K", "--front_dist", &no_ui],
+    );
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"{not json".to_vec(), 400, "body: not valid JSON"),
         (b"[1, 2]".to_vec(), 400, "expected a JSON object"),
