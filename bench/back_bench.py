@@ -84,6 +84,15 @@ def tree_peak_rss_mb(pid):
     return total / 1024
 
 
+def stage_means(port):
+    """Mean time per query stage from our /metrics histograms (where a request's time goes)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    sums, counts = {}, {}
+    for m in re.finditer(r'clip_retrieval_query_stage_duration_seconds_(sum|count)\{stage="(\w+)"\} ([\d.e+-]+)', text):
+        (sums if m.group(1) == "sum" else counts)[m.group(2)] = float(m.group(3))
+    return {k: round(1e3 * sums[k] / counts[k], 3) for k in sums if counts.get(k)}
+
+
 def wait_ready(port, proc, timeout=300):
     body = json.dumps({"embedding_input": [0.0] * 511 + [1.0], "num_images": 1, "indice_name": "bench",
                        "modality": "image"}).encode()
@@ -114,6 +123,9 @@ def run_server(name, cmd, port):
                 print(f"{name:7s} {kind:9s} c{c:<3d} {r['qps']:8.1f} QPS  p50 {r['p50_ms']:8.1f} ms  p99 {r['p99_ms']:8.1f} ms"
                       f"  errors {r['errors']}", flush=True)
         results["peak_rss_mb"] = tree_peak_rss_mb(proc.pid)
+        if name == "ours":
+            results["stage_mean_ms"] = stage_means(port)
+            print("ours    mean ms per stage over all runs:", results["stage_mean_ms"], flush=True)
         return results
     finally:
         if proc.poll() is None:

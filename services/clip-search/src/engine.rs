@@ -148,8 +148,11 @@ impl SearchEngine {
         let mut models = ModelCache::default();
         let loaded = indices
             .iter()
-            .map(|(name, o)| IndexResource::load(name, o, &options.cache_folder, &mut models, options.encoder))
-            .map(|r| r.map(Arc::new))
+            .map(|(name, o)| {
+                IndexResource::load(name, o, &options.cache_folder, &mut models, options.encoder)
+                    .map(Arc::new)
+                    .map_err(|e| SearchError::Config(format!("index {name:?} ({}): {e}", o.indice_folder)))
+            })
             .collect::<Result<Vec<_>>>()?;
         let fetcher = ImageFetcher::new(options.fetch)?;
         let search_slots = Arc::new(Semaphore::new(options.search_threads.max(1)));

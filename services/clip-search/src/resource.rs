@@ -59,19 +59,8 @@ impl ModelCache {
 
 impl IndexResource {
     /// Loads one index: copies an s3:// folder into `cache`, opens the indices (mapped when configured), the row
-    /// store, the model and the configured filters. Errors name the index and the file at fault.
+    /// store, the model and the configured filters. Errors name the file at fault; the caller adds the index name.
     pub fn load(
-        name: &str,
-        o: &IndexOptions,
-        cache: &Path,
-        models: &mut ModelCache,
-        limits: EncoderLimits,
-    ) -> Result<Self> {
-        let context = |e: SearchError| SearchError::Config(format!("index {name:?} ({}): {e}", o.indice_folder));
-        Self::load_inner(name, o, cache, models, limits).map_err(context)
-    }
-
-    fn load_inner(
         name: &str,
         o: &IndexOptions,
         cache: &Path,
