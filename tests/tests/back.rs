@@ -29,7 +29,18 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("back-fixture");
+        // One folder per test process (concurrent `cargo test` runs share the target dir); folders of processes
+        // that are gone are removed.
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("back-fixture-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let root = tmp.join(format!("back-fixture-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let dataset = root.join("dataset");
         sample_dataset(&dataset, 400, 11, "files");

@@ -17,10 +17,6 @@ pub struct Encoded {
     pub embedding: Vec<f32>,
     /// How many queries shared the model run.
     pub batch_size: usize,
-    /// Time spent waiting in the queue.
-    pub queued: Duration,
-    /// Time of the batched model run.
-    pub run: Duration,
 }
 
 /// Bounds of the encoders.
@@ -43,7 +39,6 @@ impl Default for EncoderLimits {
 
 struct Job<T> {
     input: T,
-    enqueued: Instant,
     reply: oneshot::Sender<Result<Encoded>>,
 }
 
@@ -82,11 +77,6 @@ impl QueryEncoder {
         self.model.embed_dim()
     }
 
-    /// The model (for load-time work such as embedding prompts).
-    pub fn model(&self) -> &ClipModel {
-        &self.model
-    }
-
     /// Embeds one caption, batched with whatever else is waiting.
     pub async fn text(&self, text: String) -> Result<Encoded> {
         submit(&self.text_queue, text, "text queue full").await
@@ -110,7 +100,7 @@ impl QueryEncoder {
 
 async fn submit<T>(queue: &Sender<Job<T>>, input: T, full: &'static str) -> Result<Encoded> {
     let (reply, answer) = oneshot::channel();
-    match queue.try_send(Job { input, enqueued: Instant::now(), reply }) {
+    match queue.try_send(Job { input, reply }) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => return Err(SearchError::Overloaded(full)),
         Err(TrySendError::Disconnected(_)) => return Err(SearchError::Internal("encoder worker stopped".into())),
@@ -141,32 +131,29 @@ fn spawn_worker<T: Send + 'static>(
 }
 
 fn run_batch<T>(jobs: Vec<Job<T>>, encode: &impl Fn(&[T]) -> clip_model::Result<Vec<Vec<f32>>>) {
-    let started = Instant::now();
-    let (inputs, meta): (Vec<T>, Vec<_>) = jobs.into_iter().map(|j| (j.input, (j.enqueued, j.reply))).unzip();
+    let (inputs, replies): (Vec<T>, Vec<_>) = jobs.into_iter().map(|j| (j.input, j.reply)).unzip();
     let batch_size = inputs.len();
-    let reply = |(enqueued, reply): (Instant, oneshot::Sender<Result<Encoded>>), result: Result<Vec<f32>>| {
-        let queued = started.saturating_duration_since(enqueued);
-        let run = started.elapsed();
-        let _ = reply.send(result.map(|embedding| Encoded { embedding, batch_size, queued, run }));
+    let reply = |reply: oneshot::Sender<Result<Encoded>>, result: Result<Vec<f32>>| {
+        let _ = reply.send(result.map(|embedding| Encoded { embedding, batch_size }));
     };
     match encode(&inputs) {
         Ok(embeddings) if embeddings.len() == batch_size => {
-            meta.into_iter().zip(embeddings).for_each(|(m, e)| reply(m, Ok(e)));
+            replies.into_iter().zip(embeddings).for_each(|(r, e)| reply(r, Ok(e)));
         }
         // One bad input must not fail the queries batched with it: retry each alone.
         _ if batch_size > 1 => {
-            for (m, input) in meta.into_iter().zip(inputs) {
+            for (r, input) in replies.into_iter().zip(inputs) {
                 let one = encode(std::slice::from_ref(&input));
                 let result = one.map_err(SearchError::from).and_then(|mut e| {
                     e.pop().ok_or_else(|| SearchError::Internal("the model returned no embedding".into()))
                 });
-                reply(m, result);
+                reply(r, result);
             }
         }
-        Ok(_) => meta.into_iter().for_each(|m| reply(m, Err(SearchError::Internal("no embedding".into())))),
+        Ok(_) => replies.into_iter().for_each(|r| reply(r, Err(SearchError::Internal("no embedding".into())))),
         Err(e) => {
             let message = e.to_string();
-            meta.into_iter().for_each(|m| reply(m, Err(SearchError::Internal(message.clone()))));
+            replies.into_iter().for_each(|r| reply(r, Err(SearchError::Internal(message.clone()))));
         }
     }
 }

@@ -45,11 +45,6 @@ impl SearchError {
     pub fn bad(field: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest { field, message: message.into() }
     }
-
-    /// Whether the client caused it (answered with a 4xx).
-    pub fn is_client_error(&self) -> bool {
-        matches!(self, Self::BadRequest { .. } | Self::UnknownIndex { .. })
-    }
 }
 
 /// Result alias of this crate.

@@ -158,11 +158,6 @@ impl IndexResource {
             SearchError::bad("modality", format!("index {:?} has no {} index", self.name, modality.name()))
         })
     }
-
-    /// Embedding width of the indices.
-    pub fn dim(&self) -> usize {
-        self.image.as_ref().or(self.text.as_ref()).map(FaissIndex::dim).unwrap_or(0)
-    }
 }
 
 /// A local folder for `spec`: itself, or an s3:// folder copied under `cache`.
