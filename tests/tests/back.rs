@@ -576,6 +576,29 @@ fn serves_the_web_ui_folder_and_its_config() {
 }
 
 #[test]
+fn broken_configurations_stop_the_server_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let port = clip_retrieval_tests::free_port().to_string();
+    let cases = [
+        (json!({"x": {"indice_folder": empty}}), "neither image.index nor text.index"),
+        (json!({"x": {"indice_folders": empty}}), "unknown option"),
+        (json!({"x": {"indice_folder": fixture().index, "clip_model": dir.path().join("nope")}}), "no such folder"),
+    ];
+    for (config, message) in cases {
+        let paths = indices_paths(dir.path(), config.clone());
+        let out = run(
+            cli().arg("back").arg("--indices_paths").arg(&paths).args(["--host", "127.0.0.1", "--port", &port]),
+            false,
+        );
+        assert!(!out.status.success(), "{config}: should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message) && stderr.contains("\"x\""), "{config}: {stderr}");
+    }
+}
+
+#[test]
 fn end2end_builds_and_serves_the_sample() {
     let dir = tempfile::tempdir().unwrap();
     let port = clip_retrieval_tests::free_port();

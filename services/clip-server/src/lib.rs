@@ -49,13 +49,18 @@ pub async fn serve(
     on_listening(local);
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<clip_search::SearchError>();
     let loading = state.clone();
-    tokio::task::spawn_blocking(move || match load() {
-        Ok(engine) => {
-            loading.set_engine(Arc::new(engine));
-            tracing::info!("indices loaded; ready");
-        }
-        Err(e) => {
-            let _ = failed_tx.send(e);
+    tokio::task::spawn_blocking(move || {
+        // A panic while loading must stop the server like an error does, not leave it unready forever.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+            .unwrap_or_else(|_| Err(clip_search::SearchError::Internal("loading the indices panicked".into())));
+        match loaded {
+            Ok(engine) => {
+                loading.set_engine(Arc::new(engine));
+                tracing::info!("indices loaded; ready");
+            }
+            Err(e) => {
+                let _ = failed_tx.send(e);
+            }
         }
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<clip_search::SearchError>>();
