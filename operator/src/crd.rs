@@ -1,0 +1,421 @@
+//! The three custom resources, group `clip-retrieval.io`, version `v1alpha1`: spec structs (what users write, with
+//! bounds and enums the API server enforces) and status structs (what the operator reports).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API group of every resource.
+pub const GROUP: &str = "clip-retrieval.io";
+
+/// How the input dataset is stored (`clip-retrieval inference --input_format`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// A folder of images with .txt captions.
+    #[default]
+    Files,
+    /// Tar shards.
+    Webdataset,
+    /// Parquet files with image bytes.
+    Parquet,
+}
+
+/// Compute resources of the pods the operator starts.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodResources {
+    /// GPUs per pod (`nvidia.com/gpu`).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 16))]
+    pub gpu: u32,
+    /// CPU request and limit, in Kubernetes quantity syntax (`2`, `500m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory request and limit (`4Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// A toleration copied to the pods (the fields of core/v1 Toleration).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Toleration {
+    /// Taint key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Exists or Equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Taint value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// NoSchedule, PreferNoSchedule or NoExecute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+}
+
+/// Where and how the pods run.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Container image holding the `clip-retrieval` binary.
+    pub image: String,
+    /// Resources per pod.
+    #[serde(default)]
+    pub resources: PodResources,
+    /// Node labels the pods require.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// A status condition (Kubernetes conventions: type, status, reason, message, time).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Progressing, Complete, Failed, Ready, ...
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// One CamelCase word.
+    #[serde(default)]
+    pub reason: String,
+    /// What happened, for people.
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339 time of the last change of `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// Embeds a dataset: its partitions run as parallel pods of `clip-retrieval inference`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "clip-retrieval.io",
+    version = "v1alpha1",
+    kind = "EmbeddingJob",
+    namespaced,
+    status = "EmbeddingJobStatus",
+    shortname = "ej",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Done","type":"integer","jsonPath":".status.partitionsSucceeded"}"#,
+    printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".spec.partitions"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddingJobSpec {
+    /// Dataset location (s3:// or a path the pods see).
+    pub input: String,
+    /// Dataset format.
+    #[serde(default)]
+    pub input_format: InputFormat,
+    /// Output folder (s3:// or path): img_emb/, text_emb/, metadata/.
+    pub output: String,
+    /// Model folder (s3:// or path); the image's shipped model when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Inference batch size.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub batch_size: u32,
+    /// Output partitions (each one pod run).
+    #[schemars(range(min = 1, max = 100000))]
+    pub partitions: u32,
+    /// Partitions running at once.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub parallelism: u32,
+    /// Retries of one failed partition before the job fails.
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 0, max = 100))]
+    pub retries_per_partition: u32,
+    /// Pods: image, resources, node selection.
+    #[serde(flatten)]
+    pub placement: Placement,
+}
+
+/// What the operator reports on an EmbeddingJob.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddingJobStatus {
+    /// Pending, Running, Complete or Failed.
+    #[serde(default)]
+    pub phase: String,
+    /// Progressing, Complete, Failed.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Partitions in all.
+    #[serde(default)]
+    pub partitions_total: u32,
+    /// Partitions finished.
+    #[serde(default)]
+    pub partitions_succeeded: u32,
+    /// Partitions failed past their retries.
+    #[serde(default)]
+    pub partitions_failed: u32,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339 start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// RFC 3339 completion time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+}
+
+/// Which embeddings an index is built from: an EmbeddingJob in the same namespace, or a folder URI (exactly one;
+/// the operator reports a spec with both or neither in a `Failed` condition, as the schema cannot say "one of").
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddingsSource {
+    /// Name of an EmbeddingJob; the build waits until it is Complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_job: Option<String>,
+    /// Embeddings folder (s3:// or path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// Which indices of a folder to build.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexModality {
+    /// image.index from img_emb/.
+    Image,
+    /// text.index from text_emb/.
+    Text,
+}
+
+/// Builds the faiss indices of an embeddings folder with `clip-retrieval index`, as a Job.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "clip-retrieval.io",
+    version = "v1alpha1",
+    kind = "IndexBuild",
+    namespaced,
+    status = "IndexBuildStatus",
+    shortname = "ib",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Index","type":"string","jsonPath":".status.indexKey"}"#,
+    printcolumn = r#"{"name":"Recall","type":"number","jsonPath":".status.recallAt10"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexBuildSpec {
+    /// The embeddings to index.
+    pub embeddings: EmbeddingsSource,
+    /// Index folder to write (s3:// or path).
+    pub output: String,
+    /// Memory budget of the index (`--max_index_memory_usage`, e.g. `4G`).
+    #[serde(default = "default_budget")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?[KMGT]?B?$"))]
+    pub max_index_memory_usage: String,
+    /// Indices to build (default both).
+    #[serde(default = "both_modalities")]
+    #[schemars(length(min = 1, max = 2))]
+    pub modalities: Vec<IndexModality>,
+    /// Pod: image, resources, node selection.
+    #[serde(flatten)]
+    pub placement: Placement,
+}
+
+/// What the operator reports on an IndexBuild, including what the build wrote in its `<modality>.json`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexBuildStatus {
+    /// Waiting, Running, Complete or Failed.
+    #[serde(default)]
+    pub phase: String,
+    /// Progressing, Complete, Failed.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// faiss index key of the image index (e.g. `IVF1024,SQ8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_key: Option<String>,
+    /// Size of the index file in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_bytes: Option<u64>,
+    /// Measured recall@10 on held-out rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall_at10: Option<f64>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339 completion time (SearchDeployments roll out when it changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+}
+
+/// An index served under a name: an IndexBuild in the same namespace or a folder URI (exactly one).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSource {
+    /// Name of an IndexBuild; a new completion rolls the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_build: Option<String>,
+    /// Index folder (s3:// or path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// Horizontal autoscaling of the query servers.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// Fewest replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: u32,
+    /// Most replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: u32,
+    /// Average CPU utilisation to keep, in percent of the request.
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: u32,
+}
+
+/// An Ingress in front of the Service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Host name.
+    pub host: String,
+    /// Path prefix.
+    #[serde(default = "root_path")]
+    pub path: String,
+    /// Secret holding the TLS certificate, when TLS is wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// IngressClass name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+}
+
+/// Serves indices with `clip-retrieval back`: a Deployment, a Service, an HPA and optionally an Ingress.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "clip-retrieval.io",
+    version = "v1alpha1",
+    kind = "SearchDeployment",
+    namespaced,
+    status = "SearchDeploymentStatus",
+    shortname = "sd",
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchDeploymentSpec {
+    /// Index name (as clients pass `indice_name`) -> where it comes from.
+    pub indices: BTreeMap<String, IndexSource>,
+    /// Model folder (s3:// or path); the image's shipped model when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Fixed replica count (ignored when `autoscaling` is set).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: u32,
+    /// Scale between bounds on CPU instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// Service port.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u32,
+    /// Optional Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    /// Pods: image, resources, node selection.
+    #[serde(flatten)]
+    pub placement: Placement,
+}
+
+/// What the operator reports on a SearchDeployment.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchDeploymentStatus {
+    /// Replicas passing /readyz.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// In-cluster URL of the Service (and the Ingress URL when there is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Index name -> the version (IndexBuild completion time or URI) the pods serve.
+    #[serde(default)]
+    pub loaded_indices: BTreeMap<String, String>,
+    /// Ready, Progressing, Failed.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+fn default_budget() -> String {
+    "4G".into()
+}
+
+fn both_modalities() -> Vec<IndexModality> {
+    vec![IndexModality::Image, IndexModality::Text]
+}
+
+fn default_cpu_target() -> u32 {
+    70
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+fn default_port() -> u32 {
+    1234
+}
+
+fn default_batch_size() -> u32 {
+    256
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_specs_get_the_documented_defaults() {
+        let job: EmbeddingJobSpec = serde_json::from_value(serde_json::json!({
+            "input": "s3://data/shards", "output": "s3://data/emb", "partitions": 4, "image": "clip-retrieval:0.1"
+        }))
+        .unwrap();
+        assert_eq!((job.batch_size, job.parallelism, job.retries_per_partition), (256, 1, 3));
+        assert_eq!(job.input_format, InputFormat::Files);
+        assert_eq!(job.placement.image, "clip-retrieval:0.1");
+        let build: IndexBuildSpec = serde_json::from_value(serde_json::json!({
+            "embeddings": {"embeddingJob": "ej"}, "output": "s3://data/idx", "image": "clip-retrieval:0.1"
+        }))
+        .unwrap();
+        assert_eq!(build.max_index_memory_usage, "4G");
+        assert_eq!(build.modalities, vec![IndexModality::Image, IndexModality::Text]);
+        let search: SearchDeploymentSpec = serde_json::from_value(serde_json::json!({
+            "indices": {"laion": {"indexBuild": "ib"}}, "image": "clip-retrieval:0.1"
+        }))
+        .unwrap();
+        assert_eq!((search.replicas, search.port), (1, 1234));
+        let wrong = serde_json::from_value::<EmbeddingJobSpec>(serde_json::json!({
+            "input": "a", "output": "b", "partitions": 1, "image": "i", "inputFormat": "zip"
+        }));
+        assert!(wrong.unwrap_err().to_string().contains("zip"));
+    }
+}

@@ -1,0 +1,15 @@
+//! `crds/` must be what `crdgen` writes from the Rust types: regenerate with `cargo run -p clip-operator --bin crdgen`.
+
+#[test]
+fn crd_files_match_the_rust_types() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    for (file, yaml) in clip_operator::crds() {
+        let path = dir.join(file);
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == yaml,
+            "{} differs from the Rust types: run `cargo run -p clip-operator --bin crdgen`",
+            path.display()
+        );
+    }
+}
