@@ -71,6 +71,12 @@ pub struct Placement {
     /// Taints the pods tolerate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// Environment variables of the container (e.g. `AWS_ENDPOINT_URL`, `AWS_REGION`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// A Secret whose keys become environment variables (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from_secret: Option<String>,
 }
 
 /// A status condition (Kubernetes conventions: type, status, reason, message, time).
@@ -158,6 +164,12 @@ pub struct EmbeddingJobStatus {
     /// Partitions failed past their retries.
     #[serde(default)]
     pub partitions_failed: u32,
+    /// Ids of the finished partitions, as ranges (`0-3,7`): never recomputed.
+    #[serde(default)]
+    pub succeeded_partition_ids: String,
+    /// How partitions run: `JobPerPartition` (any server) or `IndexedJob` (servers with per-index retry limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_mode: Option<String>,
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -244,6 +256,12 @@ pub struct IndexBuildStatus {
     /// Measured recall@10 on held-out rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recall_at10: Option<f64>,
+    /// Vectors in the image index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<u64>,
+    /// Name of the Job that ran the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

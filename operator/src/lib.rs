@@ -1,8 +1,24 @@
 //! The operator of clip-retrieval-rs: custom resources users `kubectl apply` (EmbeddingJob, IndexBuild,
-//! SearchDeployment). It schedules the `clip-retrieval` binaries by their command line and knows nothing of CLIP.
-//! This first part holds the resource types and the CRDs generated from them (`crdgen`); controllers follow.
+//! SearchDeployment), reconciled into Jobs, a Deployment, a Service, an HPA and an Ingress that run the
+//! `clip-retrieval` binary. It schedules that binary by its command line and knows nothing of CLIP.
+//!
+//! Supported API servers: Kubernetes 1.20 (CI's) to current; see [`capabilities`] for what differs.
 
+pub mod capabilities;
+pub mod context;
 pub mod crd;
+pub mod embedding_job;
+pub mod error;
+pub mod http;
+pub mod index_build;
+pub mod leader;
+pub mod metrics;
+pub mod pods;
+pub mod run;
+pub mod search_deployment;
+pub mod status;
+
+pub use error::{Error, Result};
 
 use kube::CustomResourceExt;
 

@@ -54,6 +54,8 @@ pub struct FolderBuild {
     pub image_subfolder: String,
     /// Sub-folder of text embeddings.
     pub text_subfolder: String,
+    /// Indices to build (a modality without embeddings is skipped either way).
+    pub modalities: Vec<Modality>,
     /// Also copy `metadata/*.parquet` into the index folder (clip-retrieval's `--copy_metadata`).
     pub copy_metadata: bool,
     /// Index options.
@@ -84,6 +86,9 @@ pub fn build_folder(job: &FolderBuild, progress: &dyn BuildProgress) -> Result<F
     let mut indices = Vec::new();
     let mut rows_of_first = None;
     for (modality, sub) in [(Modality::Image, &job.image_subfolder), (Modality::Text, &job.text_subfolder)] {
+        if !job.modalities.contains(&modality) {
+            continue;
+        }
         let folder = job.embeddings_folder.join(sub);
         if !has_npy(&folder)? {
             tracing::info!(folder = %folder, "no {} embeddings; skipping the {} index", modality.name(), modality.name());

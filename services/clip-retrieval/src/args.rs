@@ -195,6 +195,13 @@ pub struct IndexArgs {
     /// Reuse the trained indices of this index folder (e.g. part 0's) so that parts can be merged by index_combiner.
     #[arg(long = "trained_index_folder", alias = "trained-index-folder")]
     pub trained_index_folder: Option<std::path::PathBuf>,
+    /// Indices to build: image, text or both (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "image,text", value_parser = parse_modality)]
+    pub modalities: Vec<clip_index::Modality>,
+    /// Also write a short JSON summary here (index key, bytes, recall@10 per modality; under 4 KiB): the operator
+    /// points it at the pod's termination message (`/dev/termination-log`) to report the build in IndexBuild status.
+    #[arg(long = "report_path", alias = "report-path")]
+    pub report_path: Option<std::path::PathBuf>,
     /// Hide the progress bar.
     #[arg(long = "no_progress", alias = "no-progress")]
     pub no_progress: bool,
@@ -383,4 +390,12 @@ pub struct End2endArgs {
     /// Hide progress bars.
     #[arg(long = "no_progress", alias = "no-progress")]
     pub no_progress: bool,
+}
+
+fn parse_modality(s: &str) -> Result<clip_index::Modality, String> {
+    match s.trim() {
+        "image" => Ok(clip_index::Modality::Image),
+        "text" => Ok(clip_index::Modality::Text),
+        other => Err(format!("unknown modality {other:?} (image or text)")),
+    }
 }

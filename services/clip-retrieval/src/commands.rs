@@ -189,6 +189,7 @@ fn index(a: IndexArgs) -> Result<()> {
         index_folder: Location::parse(&a.index_folder),
         image_subfolder: a.image_subfolder,
         text_subfolder: a.text_subfolder,
+        modalities: a.modalities,
         copy_metadata: a.copy_metadata,
         options,
         trained_index_folder: a.trained_index_folder,
@@ -219,7 +220,27 @@ fn index(a: IndexArgs) -> Result<()> {
         println!("metadata.arrow: {rows} rows");
     }
     println!("index folder: {}", a.index_folder);
+    if let Some(path) = &a.report_path {
+        std::fs::write(path, build_summary(&report).to_string())
+            .with_context(|| format!("--report_path {}: cannot write", path.display()))?;
+    }
     Ok(())
+}
+
+/// The `--report_path` summary: `{"indices": {"image": {"index_key", "index_bytes", "recall_at_10", "count"}, ...},
+/// "metadata_rows": n}`. Kept small: a pod's termination message holds at most 4 KiB.
+fn build_summary(report: &clip_index::FolderReport) -> serde_json::Value {
+    let indices: serde_json::Map<String, serde_json::Value> = report
+        .indices
+        .iter()
+        .map(|(modality, r)| {
+            let summary = serde_json::json!({
+                "index_key": r.index_key, "index_bytes": r.index_bytes, "recall_at_10": r.recall_at_10, "count": r.count,
+            });
+            (modality.name().to_string(), summary)
+        })
+        .collect();
+    serde_json::json!({ "indices": indices, "metadata_rows": report.metadata_rows })
 }
 
 fn index_combiner(a: IndexCombinerArgs) -> Result<()> {

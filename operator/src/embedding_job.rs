@@ -1,0 +1,323 @@
+//! The EmbeddingJob controller: runs `clip-retrieval inference` over the dataset's partitions as parallel pods.
+//!
+//! On servers with per-index retry limits (1.29+) one Indexed Job runs every partition; elsewhere (CI's 1.20) each
+//! partition is its own Job, created `parallelism` at a time, so that a failing partition is retried alone
+//! (`backoffLimit = retriesPerPartition`). Finished partitions are recorded in status (`succeededPartitionIds`) and
+//! never started again; the inference resume rules make a repeated partition harmless anyway.
+
+use crate::context::{owner_reference, Context, MANAGED_BY};
+use crate::crd::{EmbeddingJob, EmbeddingJobSpec, EmbeddingJobStatus, InputFormat};
+use crate::pods;
+use crate::status::{format_ranges, parse_ranges, set_condition};
+use crate::{Error, Result};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Kind label in metrics and Events.
+pub const KIND: &str = "EmbeddingJob";
+/// Label naming the EmbeddingJob on its Jobs.
+pub const LABEL: &str = "clip-retrieval.io/embedding-job";
+/// Label with the partition id (per-partition Jobs).
+pub const PARTITION_LABEL: &str = "clip-retrieval.io/partition";
+const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+
+/// How one partition (or, in Indexed mode, the whole Job) stands.
+#[derive(Debug, Clone, PartialEq)]
+enum JobState {
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+/// Brings the partitions' Jobs and the status in line with the spec.
+pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(KIND);
+    let namespace = ej.namespace().ok_or_else(|| Error::MissingField(ej.name_any(), "namespace"))?;
+    let old = ej.status.clone().unwrap_or_default();
+    if matches!(old.phase.as_str(), "Complete" | "Failed") {
+        return Ok(Action::await_change());
+    }
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let jobs = jobs_api.list(&ListParams::default().labels(&format!("{LABEL}={}", ej.name_any()))).await?.items;
+    let indexed = ctx.caps.indexed_jobs_per_index_backoff;
+    let mut status = old.clone();
+    status.partitions_total = ej.spec.partitions;
+    status.observed_generation = ej.metadata.generation;
+    status.job_mode = Some(if indexed { "IndexedJob" } else { "JobPerPartition" }.into());
+    let mut succeeded = parse_ranges(&old.succeeded_partition_ids);
+    let (failed, running) = if indexed {
+        observe_indexed(&jobs, &mut succeeded)
+    } else {
+        observe_per_partition(&jobs, &mut succeeded)
+    };
+    succeeded.retain(|p| *p < ej.spec.partitions);
+    let mut failures = BTreeMap::new();
+    for (partition, reason) in failed.into_iter().filter(|(p, _)| !succeeded.contains(p)) {
+        let pod = pods::last_termination(&ctx.client, &namespace, &job_name(&ej, Some(partition), indexed), false).await?;
+        failures.insert(partition, format!("{reason}{}", pods::describe_failure(pod.as_ref())));
+    }
+    let launched = if failures.is_empty() && succeeded.len() < ej.spec.partitions as usize {
+        launch(&ctx, &ej, &namespace, &jobs, &succeeded, running).await?
+    } else {
+        0
+    };
+    status.succeeded_partition_ids = format_ranges(&succeeded);
+    status.partitions_succeeded = succeeded.len() as u32;
+    status.partitions_failed = failures.len() as u32;
+    decide_phase(&ej.spec, &mut status, &failures, running + launched);
+    if status.start_time.is_none() && (running + launched) > 0 {
+        status.start_time = Some(crate::status::now());
+    }
+    if status != old {
+        ctx.patch_status(ej.as_ref(), &status).await?;
+        announce(&ctx, ej.as_ref(), &old, &status, &failures).await;
+    }
+    Ok(match status.phase.as_str() {
+        "Complete" | "Failed" => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(60)),
+    })
+}
+
+/// Retries a failed reconcile with a short back-off, counting the error.
+pub fn error_policy(ej: Arc<EmbeddingJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %ej.name_any(), %error, "EmbeddingJob reconcile failed");
+    ctx.metrics.error(KIND, error);
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Per-partition Jobs: adds finished partitions to `succeeded`; returns the failed ones and how many run.
+fn observe_per_partition(jobs: &[Job], succeeded: &mut BTreeSet<u32>) -> (Vec<(u32, String)>, u32) {
+    let mut failed = Vec::new();
+    let mut running = 0;
+    for job in jobs {
+        let Some(partition) = job.labels().get(PARTITION_LABEL).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        match job_state(job) {
+            JobState::Succeeded => {
+                succeeded.insert(partition);
+            }
+            JobState::Failed(reason) => failed.push((partition, reason)),
+            JobState::Running => running += 1,
+        }
+    }
+    (failed, running)
+}
+
+/// One Indexed Job: its `completedIndexes` / `failedIndexes`.
+fn observe_indexed(jobs: &[Job], succeeded: &mut BTreeSet<u32>) -> (Vec<(u32, String)>, u32) {
+    let Some(job) = jobs.iter().find(|j| !j.labels().contains_key(PARTITION_LABEL)) else {
+        return (Vec::new(), 0);
+    };
+    let status = job.status.clone().unwrap_or_default();
+    succeeded.extend(parse_ranges(status.completed_indexes.as_deref().unwrap_or("")));
+    let failed = parse_ranges(status.failed_indexes.as_deref().unwrap_or(""))
+        .into_iter()
+        .map(|p| (p, "its retries were used up".to_string()))
+        .collect();
+    let running = if job_state(job) == JobState::Running { 1 } else { 0 };
+    (failed, running)
+}
+
+fn job_state(job: &Job) -> JobState {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let is = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
+    if is("Complete").is_some() {
+        return JobState::Succeeded;
+    }
+    if let Some(c) = is("Failed") {
+        let attempts = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+        return JobState::Failed(format!(
+            "{} after {attempts} attempt(s)",
+            c.reason.clone().unwrap_or_else(|| "Failed".into())
+        ));
+    }
+    JobState::Running
+}
+
+/// Starts Jobs for partitions that have none, up to `parallelism` running; returns how many were started.
+async fn launch(
+    ctx: &Context,
+    ej: &EmbeddingJob,
+    namespace: &str,
+    jobs: &[Job],
+    succeeded: &BTreeSet<u32>,
+    running: u32,
+) -> Result<u32> {
+    if ctx.caps.indexed_jobs_per_index_backoff {
+        if jobs.iter().any(|j| !j.labels().contains_key(PARTITION_LABEL)) {
+            return Ok(0);
+        }
+        ctx.apply(namespace, &indexed_job(ej)?).await?;
+        return Ok(1);
+    }
+    let existing: BTreeSet<u32> =
+        jobs.iter().filter_map(|j| j.labels().get(PARTITION_LABEL).and_then(|p| p.parse().ok())).collect();
+    let free = ej.spec.parallelism.saturating_sub(running);
+    let todo = (0..ej.spec.partitions).filter(|p| !succeeded.contains(p) && !existing.contains(p));
+    let mut started = 0;
+    for partition in todo.take(free as usize) {
+        ctx.apply(namespace, &partition_job(ej, partition)?).await?;
+        started += 1;
+    }
+    Ok(started)
+}
+
+fn decide_phase(spec: &EmbeddingJobSpec, status: &mut EmbeddingJobStatus, failures: &BTreeMap<u32, String>, active: u32) {
+    let done = status.partitions_succeeded;
+    let progress = format!("{done}/{} partitions done", spec.partitions);
+    if !failures.is_empty() {
+        let list: Vec<String> = failures.iter().map(|(p, m)| format!("partition {p}: {m}")).collect();
+        status.phase = "Failed".into();
+        set_condition(&mut status.conditions, "Progressing", false, "PartitionFailed", &progress);
+        set_condition(&mut status.conditions, "Failed", true, "PartitionFailed", &list.join("; "));
+    } else if done == spec.partitions {
+        status.phase = "Complete".into();
+        status.completion_time.get_or_insert_with(crate::status::now);
+        set_condition(&mut status.conditions, "Progressing", false, "Complete", &progress);
+        set_condition(&mut status.conditions, "Complete", true, "AllPartitionsSucceeded", &progress);
+    } else {
+        status.phase = if active > 0 || done > 0 { "Running" } else { "Pending" }.into();
+        set_condition(&mut status.conditions, "Progressing", true, "PartitionsRunning", &progress);
+        set_condition(&mut status.conditions, "Complete", false, "PartitionsRunning", &progress);
+    }
+}
+
+/// Events for phase transitions and newly failed partitions.
+async fn announce(
+    ctx: &Context,
+    ej: &EmbeddingJob,
+    old: &EmbeddingJobStatus,
+    new: &EmbeddingJobStatus,
+    failures: &BTreeMap<u32, String>,
+) {
+    if old.phase != new.phase {
+        let warning = new.phase == "Failed";
+        let note = match new.phase.as_str() {
+            "Failed" => format!("{} partition(s) failed past their retries", failures.len()),
+            _ => format!("{}/{} partitions done", new.partitions_succeeded, new.partitions_total),
+        };
+        ctx.event(ej, KIND, warning, &new.phase, note).await;
+    }
+    if new.partitions_succeeded > old.partitions_succeeded && new.phase == "Running" {
+        let note = format!("{}/{} partitions done", new.partitions_succeeded, new.partitions_total);
+        ctx.event(ej, KIND, false, "PartitionsSucceeded", note).await;
+    }
+    for (partition, message) in failures {
+        if old.partitions_failed == 0 {
+            ctx.event(ej, KIND, true, "PartitionFailed", format!("partition {partition}: {message}")).await;
+        }
+    }
+}
+
+/// Name of the Job of `partition` (or of the Indexed Job when `indexed`).
+pub fn job_name(ej: &EmbeddingJob, partition: Option<u32>, indexed: bool) -> String {
+    match partition {
+        Some(p) if !indexed => format!("{}-p{p}", ej.name_any()),
+        _ => format!("{}-inference", ej.name_any()),
+    }
+}
+
+/// The `clip-retrieval inference` arguments for partition `partition` (a literal id or `$(PARTITION_ID)`).
+pub fn inference_args(spec: &EmbeddingJobSpec, partition: &str) -> Vec<String> {
+    let format = match spec.input_format {
+        InputFormat::Files => "files",
+        InputFormat::Webdataset => "webdataset",
+        InputFormat::Parquet => "parquet",
+    };
+    let mut args: Vec<String> = [
+        "inference",
+        "--input_dataset",
+        &spec.input,
+        "--input_format",
+        format,
+        "--output_folder",
+        &spec.output,
+        "--output_partition_count",
+        &spec.partitions.to_string(),
+        "--partition_ids",
+        partition,
+        "--batch_size",
+        &spec.batch_size.to_string(),
+        "--enable_metadata",
+        "true",
+        "--no_progress",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(model) = &spec.model {
+        args.extend(["--clip_model".into(), model.clone()]);
+    }
+    args.extend(pods::device_args(&spec.placement));
+    args
+}
+
+fn labels(ej: &EmbeddingJob, partition: Option<u32>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (LABEL.to_string(), ej.name_any()),
+    ]);
+    if let Some(p) = partition {
+        labels.insert(PARTITION_LABEL.into(), p.to_string());
+    }
+    labels
+}
+
+/// The Job computing one partition, retried alone up to `retriesPerPartition` times.
+pub fn partition_job(ej: &EmbeddingJob, partition: u32) -> Result<Job> {
+    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, &partition.to_string()), vec![]);
+    let spec = JobSpec {
+        backoff_limit: Some(ej.spec.retries_per_partition as i32),
+        completions: Some(1),
+        parallelism: Some(1),
+        template: template(ej, Some(partition), container),
+        ..Default::default()
+    };
+    job(ej, Some(partition), spec)
+}
+
+/// The Indexed Job running every partition (`backoffLimitPerIndex` = `retriesPerPartition`).
+pub fn indexed_job(ej: &EmbeddingJob) -> Result<Job> {
+    let env = vec![pods::env_from_annotation("PARTITION_ID", COMPLETION_INDEX_ANNOTATION)];
+    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, "$(PARTITION_ID)"), env);
+    let spec = JobSpec {
+        completion_mode: Some("Indexed".into()),
+        completions: Some(ej.spec.partitions as i32),
+        parallelism: Some(ej.spec.parallelism.min(ej.spec.partitions) as i32),
+        backoff_limit_per_index: Some(ej.spec.retries_per_partition as i32),
+        // Every partition runs even when one fails; the EmbeddingJob fails when any index has.
+        backoff_limit: Some(i32::MAX),
+        template: template(ej, None, container),
+        ..Default::default()
+    };
+    job(ej, None, spec)
+}
+
+fn template(ej: &EmbeddingJob, partition: Option<u32>, container: k8s_openapi::api::core::v1::Container) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta { labels: Some(labels(ej, partition)), ..Default::default() }),
+        spec: Some(pods::pod_spec(&ej.spec.placement, container, Some("Never"))),
+    }
+}
+
+fn job(ej: &EmbeddingJob, partition: Option<u32>, spec: JobSpec) -> Result<Job> {
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(ej, partition, partition.is_none())),
+            namespace: ej.namespace(),
+            labels: Some(labels(ej, partition)),
+            owner_references: Some(vec![owner_reference(ej)?]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}

@@ -1,0 +1,254 @@
+//! The IndexBuild controller: waits for a referenced EmbeddingJob to be Complete, then runs `clip-retrieval index`
+//! as a Job (one per spec generation: editing the spec builds again) and reports what the build wrote in its
+//! summary (`--report_path /dev/termination-log`, read back from the pod's termination message).
+
+use crate::context::{owner_reference, Context, MANAGED_BY};
+use crate::crd::{EmbeddingJob, IndexBuild, IndexBuildSpec, IndexBuildStatus, IndexModality};
+use crate::pods;
+use crate::status::set_condition;
+use crate::{Error, Result};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Kind label in metrics and Events.
+pub const KIND: &str = "IndexBuild";
+/// Label naming the IndexBuild on its Jobs.
+pub const LABEL: &str = "clip-retrieval.io/index-build";
+/// Where the build writes its summary: the container's termination message.
+pub const REPORT_PATH: &str = "/dev/termination-log";
+
+/// Where the embeddings come from, once known.
+enum Embeddings {
+    Ready(String),
+    Waiting(String),
+    Failed(String),
+}
+
+/// Brings the build Job and the status in line with the spec.
+pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(KIND);
+    let namespace = ib.namespace().ok_or_else(|| Error::MissingField(ib.name_any(), "namespace"))?;
+    let old = ib.status.clone().unwrap_or_default();
+    let generation = ib.metadata.generation;
+    if matches!(old.phase.as_str(), "Complete" | "Failed") && old.observed_generation == generation {
+        return Ok(Action::await_change());
+    }
+    let mut status = old.clone();
+    if status.observed_generation != generation {
+        // A new spec: a new build (the last one's results stay until it completes).
+        status.phase = String::new();
+    }
+    status.observed_generation = generation;
+    match embeddings(&ctx, &ib.spec, &namespace).await? {
+        Embeddings::Failed(message) => fail(&mut status, "InvalidSpec", &message),
+        Embeddings::Waiting(message) => {
+            status.phase = "Waiting".into();
+            set_condition(&mut status.conditions, "Progressing", false, "WaitingForEmbeddings", &message);
+        }
+        Embeddings::Ready(folder) => run_build(&ctx, &ib, &namespace, &folder, &mut status).await?,
+    }
+    if status != old {
+        ctx.patch_status(ib.as_ref(), &status).await?;
+        if status.phase != old.phase {
+            let message = status.conditions.iter().rev().find(|c| c.status == "True" || c.type_ == "Progressing");
+            let note = message.map(|c| c.message.clone()).unwrap_or_default();
+            ctx.event(ib.as_ref(), KIND, status.phase == "Failed", &status.phase, note).await;
+        }
+    }
+    Ok(match status.phase.as_str() {
+        "Complete" | "Failed" => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(60)),
+    })
+}
+
+/// Retries a failed reconcile with a short back-off, counting the error.
+pub fn error_policy(ib: Arc<IndexBuild>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %ib.name_any(), %error, "IndexBuild reconcile failed");
+    ctx.metrics.error(KIND, error);
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn fail(status: &mut IndexBuildStatus, reason: &str, message: &str) {
+    status.phase = "Failed".into();
+    set_condition(&mut status.conditions, "Progressing", false, reason, message);
+    set_condition(&mut status.conditions, "Failed", true, reason, message);
+}
+
+/// The embeddings folder: a URI, or the output of a Complete EmbeddingJob (exactly one may be given).
+async fn embeddings(ctx: &Context, spec: &IndexBuildSpec, namespace: &str) -> Result<Embeddings> {
+    match (&spec.embeddings.embedding_job, &spec.embeddings.uri) {
+        (Some(_), Some(_)) | (None, None) => Ok(Embeddings::Failed(
+            "spec.embeddings needs exactly one of embeddingJob and uri".into(),
+        )),
+        (None, Some(uri)) => Ok(Embeddings::Ready(uri.clone())),
+        (Some(name), None) => {
+            let api: Api<EmbeddingJob> = Api::namespaced(ctx.client.clone(), namespace);
+            let Some(ej) = api.get_opt(name).await? else {
+                return Ok(Embeddings::Waiting(format!("EmbeddingJob {name} does not exist (yet)")));
+            };
+            let phase = ej.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+            Ok(match phase {
+                "Complete" => Embeddings::Ready(ej.spec.output.clone()),
+                "Failed" => Embeddings::Failed(format!("EmbeddingJob {name} failed")),
+                _ => Embeddings::Waiting(format!("waiting for EmbeddingJob {name} to complete")),
+            })
+        }
+    }
+}
+
+/// Starts the build Job if needed and reports its state.
+async fn run_build(
+    ctx: &Context,
+    ib: &IndexBuild,
+    namespace: &str,
+    folder: &str,
+    status: &mut IndexBuildStatus,
+) -> Result<()> {
+    let name = job_name(ib);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let job = match jobs.get_opt(&name).await? {
+        Some(job) => job,
+        None => ctx.apply(namespace, &build_job(ib, folder)?).await?,
+    };
+    status.job_name = Some(name.clone());
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let is = |t: &str| conditions.iter().any(|c| c.type_ == t && c.status == "True");
+    if is("Complete") {
+        let pod = pods::last_termination(&ctx.client, namespace, &name, true).await?;
+        let report = pod.and_then(|t| t.message).unwrap_or_default();
+        apply_report(status, &report);
+        status.phase = "Complete".into();
+        status.completion_time = Some(crate::status::now());
+        set_condition(&mut status.conditions, "Progressing", false, "Built", "index built");
+        let summary = summary(status);
+        set_condition(&mut status.conditions, "Complete", true, "Built", &summary);
+        set_condition(&mut status.conditions, "Failed", false, "Built", "");
+    } else if is("Failed") {
+        let pod = pods::last_termination(&ctx.client, namespace, &name, false).await?;
+        fail(status, "BuildFailed", &format!("Job {name} failed{}", pods::describe_failure(pod.as_ref())));
+    } else {
+        status.phase = "Running".into();
+        set_condition(&mut status.conditions, "Progressing", true, "Building", &format!("Job {name} running"));
+    }
+    Ok(())
+}
+
+/// Copies the build summary (`{"indices": {"image": {...}, "text": {...}}}`) into the status; a missing or
+/// unreadable summary leaves the fields empty (the build itself succeeded).
+pub fn apply_report(status: &mut IndexBuildStatus, report: &str) {
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(report) else {
+        tracing::warn!(report, "the build's summary is not JSON; status keeps no index details");
+        return;
+    };
+    let indices = &json["indices"];
+    let main = if indices["image"].is_object() { &indices["image"] } else { &indices["text"] };
+    status.index_key = main["index_key"].as_str().map(String::from);
+    status.recall_at10 = main["recall_at_10"].as_f64();
+    status.vectors = main["count"].as_u64();
+    let bytes: u64 = indices.as_object().map(|m| m.values().filter_map(|v| v["index_bytes"].as_u64()).sum()).unwrap_or(0);
+    status.index_bytes = (bytes > 0).then_some(bytes);
+}
+
+fn summary(status: &IndexBuildStatus) -> String {
+    format!(
+        "{} over {} vectors, recall@10 {}, {} bytes",
+        status.index_key.as_deref().unwrap_or("unknown index"),
+        status.vectors.map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
+        status.recall_at10.map(|r| format!("{r:.3}")).unwrap_or_else(|| "?".into()),
+        status.index_bytes.map(|b| b.to_string()).unwrap_or_else(|| "?".into()),
+    )
+}
+
+/// Name of the build Job of the current spec generation.
+pub fn job_name(ib: &IndexBuild) -> String {
+    format!("{}-build-g{}", ib.name_any(), ib.metadata.generation.unwrap_or(0))
+}
+
+/// The `clip-retrieval index` arguments.
+pub fn index_args(spec: &IndexBuildSpec, folder: &str) -> Vec<String> {
+    let modalities: Vec<&str> = spec
+        .modalities
+        .iter()
+        .map(|m| match m {
+            IndexModality::Image => "image",
+            IndexModality::Text => "text",
+        })
+        .collect();
+    let mut args: Vec<String> = [
+        "index",
+        "--embeddings_folder",
+        folder,
+        "--index_folder",
+        &spec.output,
+        "--max_index_memory_usage",
+        &spec.max_index_memory_usage,
+        "--modalities",
+        &modalities.join(","),
+        "--report_path",
+        REPORT_PATH,
+        "--no_progress",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(memory) = &spec.placement.resources.memory {
+        // The build sizes its training sample to the pod's memory (Kubernetes quantity -> the CLI's syntax).
+        args.extend(["--current_memory_available".into(), memory.trim_end_matches('i').to_string()]);
+    }
+    args
+}
+
+/// The Job building the index of `folder`.
+pub fn build_job(ib: &IndexBuild, folder: &str) -> Result<Job> {
+    let labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (LABEL.to_string(), ib.name_any()),
+    ]);
+    let mut container = pods::container("index", &ib.spec.placement, index_args(&ib.spec, folder), vec![]);
+    container.termination_message_path = Some(REPORT_PATH.into());
+    container.termination_message_policy = Some("FallbackToLogsOnError".into());
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(ib)),
+            namespace: ib.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner_reference(ib)?]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(pods::pod_spec(&ib.spec.placement, container, Some("Never"))),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_summary_fills_the_status() {
+        let mut status = IndexBuildStatus::default();
+        apply_report(
+            &mut status,
+            r#"{"indices": {"image": {"index_key": "IVF64,Flat", "index_bytes": 1000, "recall_at_10": 0.97, "count": 400},
+                "text": {"index_key": "Flat", "index_bytes": 500, "recall_at_10": 1.0, "count": 400}}, "metadata_rows": 400}"#,
+        );
+        assert_eq!(status.index_key.as_deref(), Some("IVF64,Flat"));
+        assert_eq!((status.index_bytes, status.vectors, status.recall_at10), (Some(1500), Some(400), Some(0.97)));
+        let mut empty = IndexBuildStatus::default();
+        apply_report(&mut empty, "Error: out of memory");
+        assert_eq!(empty, IndexBuildStatus::default());
+    }
+}

@@ -1,0 +1,386 @@
+//! The SearchDeployment controller: serves indices with `clip-retrieval back` as a Deployment behind a Service,
+//! with an HPA (autoscaling/v2, or v2beta2 on older servers) and an optional Ingress. The indices' folders go into a
+//! ConfigMap (`indices_paths.json`); the pod template carries the served index versions, so an IndexBuild that
+//! completes again rolls the pods to the new index.
+
+use crate::context::{owner_reference, Context, FIELD_MANAGER, MANAGED_BY};
+use crate::crd::{IndexBuild, SearchDeployment, SearchDeploymentSpec, SearchDeploymentStatus};
+use crate::pods;
+use crate::status::{is_true, set_condition};
+use crate::{Error, Result};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
+    IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Kind label in metrics and Events.
+pub const KIND: &str = "SearchDeployment";
+/// Label naming the SearchDeployment on its children and pods.
+pub const LABEL: &str = "clip-retrieval.io/search-deployment";
+/// Pod template annotation listing the served index versions (a change rolls the pods).
+pub const VERSIONS_ANNOTATION: &str = "clip-retrieval.io/index-versions";
+/// Where the ConfigMap with `indices_paths.json` is mounted.
+pub const CONFIG_DIR: &str = "/etc/clip-retrieval";
+
+/// Index name -> (folder, version) once every index is available; or why not.
+enum Indices {
+    Ready(BTreeMap<String, (String, String)>),
+    Waiting(String),
+    Invalid(String),
+}
+
+/// Brings the Deployment, Service, HPA, Ingress and status in line with the spec.
+pub async fn reconcile(sd: Arc<SearchDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(KIND);
+    let namespace = sd.namespace().ok_or_else(|| Error::MissingField(sd.name_any(), "namespace"))?;
+    let old = sd.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = sd.metadata.generation;
+    let mut rolled_to = None;
+    match resolve(&ctx, &sd.spec, &namespace).await? {
+        Indices::Invalid(message) => {
+            set_condition(&mut status.conditions, "Failed", true, "InvalidSpec", &message);
+            set_condition(&mut status.conditions, "Ready", false, "InvalidSpec", &message);
+        }
+        Indices::Waiting(message) => {
+            set_condition(&mut status.conditions, "Failed", false, "Waiting", "");
+            set_condition(&mut status.conditions, "Progressing", true, "WaitingForIndices", &message);
+            if !is_true(&status.conditions, "Ready") {
+                set_condition(&mut status.conditions, "Ready", false, "WaitingForIndices", &message);
+            }
+        }
+        Indices::Ready(indices) => {
+            set_condition(&mut status.conditions, "Failed", false, "Valid", "");
+            let deployment = apply_children(&ctx, &sd, &namespace, &indices).await?;
+            rolled_to = observe_rollout(&sd, &deployment, &indices, &mut status);
+        }
+    }
+    if status != old {
+        ctx.patch_status(sd.as_ref(), &status).await?;
+        announce(&ctx, sd.as_ref(), &old, &status, rolled_to).await;
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Retries a failed reconcile with a short back-off, counting the error.
+pub fn error_policy(sd: Arc<SearchDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %sd.name_any(), %error, "SearchDeployment reconcile failed");
+    ctx.metrics.error(KIND, error);
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// What the schema cannot check, then each index's folder and version (an IndexBuild's last completion).
+async fn resolve(ctx: &Context, spec: &SearchDeploymentSpec, namespace: &str) -> Result<Indices> {
+    if spec.indices.is_empty() {
+        return Ok(Indices::Invalid("spec.indices is empty: nothing to serve".into()));
+    }
+    if let Some(a) = &spec.autoscaling {
+        if a.min_replicas > a.max_replicas {
+            return Ok(Indices::Invalid(format!(
+                "spec.autoscaling.minReplicas ({}) is above maxReplicas ({})",
+                a.min_replicas, a.max_replicas
+            )));
+        }
+    }
+    let builds: Api<IndexBuild> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for (name, source) in &spec.indices {
+        match (&source.index_build, &source.uri) {
+            (None, Some(uri)) => {
+                out.insert(name.clone(), (uri.clone(), uri.clone()));
+            }
+            (Some(build), None) => {
+                let Some(ib) = builds.get_opt(build).await? else {
+                    return Ok(Indices::Waiting(format!("index {name}: IndexBuild {build} does not exist (yet)")));
+                };
+                match ib.status.as_ref().and_then(|s| s.completion_time.clone()) {
+                    Some(done) => out.insert(name.clone(), (ib.spec.output.clone(), format!("{build}@{done}"))),
+                    None => return Ok(Indices::Waiting(format!("index {name}: waiting for IndexBuild {build}"))),
+                };
+            }
+            _ => {
+                return Ok(Indices::Invalid(format!(
+                    "spec.indices.{name} needs exactly one of indexBuild and uri"
+                )))
+            }
+        }
+    }
+    Ok(Indices::Ready(out))
+}
+
+fn versions(indices: &BTreeMap<String, (String, String)>) -> String {
+    indices.iter().map(|(name, (_, version))| format!("{name}={version}")).collect::<Vec<_>>().join(",")
+}
+
+/// Applies every child; returns the Deployment as the server has it.
+async fn apply_children(
+    ctx: &Context,
+    sd: &SearchDeployment,
+    namespace: &str,
+    indices: &BTreeMap<String, (String, String)>,
+) -> Result<Deployment> {
+    ctx.apply(namespace, &config_map(sd, indices)?).await?;
+    let deployment = ctx.apply(namespace, &deployment(sd, indices)?).await?;
+    ctx.apply(namespace, &service(sd)?).await?;
+    let hpa_name = sd.name_any();
+    let (hpa_resource, hpa) = hpa(sd, ctx.caps.hpa_api_version())?;
+    let hpas: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &hpa_resource);
+    match hpa {
+        Some(obj) => {
+            hpas.patch(&hpa_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj)).await?;
+        }
+        None => delete_if_present(&hpas, &hpa_name).await?,
+    }
+    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
+    match ingress(sd)? {
+        Some(obj) => {
+            ctx.apply(namespace, &obj).await?;
+        }
+        None => delete_if_present(&ingresses, &sd.name_any()).await?,
+    }
+    Ok(deployment)
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Ready replicas, endpoint, and the versions served once the Deployment has rolled out; returns the versions
+/// when this reconcile saw a rollout finish.
+fn observe_rollout(
+    sd: &SearchDeployment,
+    deployment: &Deployment,
+    indices: &BTreeMap<String, (String, String)>,
+    status: &mut SearchDeploymentStatus,
+) -> Option<String> {
+    let s = deployment.status.clone().unwrap_or_default();
+    let want = deployment.spec.replicas.unwrap_or(1);
+    let current = s.observed_generation >= deployment.metadata.generation;
+    let updated = s.updated_replicas.unwrap_or(0);
+    let ready = s.ready_replicas.unwrap_or(0);
+    let total = s.replicas.unwrap_or(0);
+    status.ready_replicas = ready as u32;
+    status.endpoint = Some(endpoint(sd));
+    let rolled_out = current && updated >= want && total == updated && ready >= want;
+    let desired: BTreeMap<String, String> = indices.iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect();
+    if rolled_out {
+        let changed = status.loaded_indices != desired;
+        status.loaded_indices = desired;
+        let message = format!("{ready}/{want} replicas serve {}", versions(indices));
+        set_condition(&mut status.conditions, "Ready", ready > 0 || want == 0, "RolledOut", &message);
+        set_condition(&mut status.conditions, "Progressing", false, "RolledOut", &message);
+        return changed.then(|| versions(indices));
+    }
+    let message = format!("rolling out {}: {updated}/{want} updated, {ready} ready", versions(indices));
+    set_condition(&mut status.conditions, "Progressing", true, "RollingOut", &message);
+    if status.loaded_indices.is_empty() {
+        set_condition(&mut status.conditions, "Ready", ready > 0, "RollingOut", &message);
+    }
+    None
+}
+
+async fn announce(
+    ctx: &Context,
+    sd: &SearchDeployment,
+    old: &SearchDeploymentStatus,
+    new: &SearchDeploymentStatus,
+    rolled_to: Option<String>,
+) {
+    let changed = |t: &str| {
+        let find = |s: &SearchDeploymentStatus| s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()));
+        find(old) != find(new)
+    };
+    if changed("Failed") && is_true(&new.conditions, "Failed") {
+        let message = new.conditions.iter().find(|c| c.type_ == "Failed").map(|c| c.message.clone()).unwrap_or_default();
+        ctx.event(sd, KIND, true, "InvalidSpec", message).await;
+    }
+    if changed("Progressing") {
+        if let Some(c) = new.conditions.iter().find(|c| c.type_ == "Progressing" && c.status == "True") {
+            ctx.event(sd, KIND, false, &c.reason, c.message.clone()).await;
+        }
+    }
+    if let Some(versions) = rolled_to {
+        ctx.event(sd, KIND, false, "RolledOut", format!("serving {versions}")).await;
+    }
+}
+
+/// `http://<name>.<namespace>.svc:<port>`, and the Ingress URL when there is one.
+fn endpoint(sd: &SearchDeployment) -> String {
+    let service = format!("http://{}.{}.svc:{}", sd.name_any(), sd.namespace().unwrap_or_default(), sd.spec.port);
+    match &sd.spec.ingress {
+        Some(i) => {
+            let scheme = if i.tls_secret_name.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}{} ({service})", i.host, i.path)
+        }
+        None => service,
+    }
+}
+
+fn labels(sd: &SearchDeployment) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        ("app.kubernetes.io/name".to_string(), "clip-retrieval-back".to_string()),
+        (LABEL.to_string(), sd.name_any()),
+    ])
+}
+
+fn meta(sd: &SearchDeployment, name: String) -> Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: sd.namespace(),
+        labels: Some(labels(sd)),
+        owner_references: Some(vec![owner_reference(sd)?]),
+        ..Default::default()
+    })
+}
+
+/// `indices_paths.json` (name -> folder), as `back --indices_paths` reads it.
+pub fn config_map(sd: &SearchDeployment, indices: &BTreeMap<String, (String, String)>) -> Result<ConfigMap> {
+    let paths: BTreeMap<&String, &String> = indices.iter().map(|(n, (folder, _))| (n, folder)).collect();
+    let json = serde_json::to_string_pretty(&paths).map_err(|source| Error::Serialise { what: "indices", source })?;
+    Ok(ConfigMap {
+        metadata: meta(sd, format!("{}-indices", sd.name_any()))?,
+        data: Some(BTreeMap::from([("indices_paths.json".to_string(), json)])),
+        ..Default::default()
+    })
+}
+
+/// The `clip-retrieval back` arguments.
+pub fn back_args(spec: &SearchDeploymentSpec) -> Vec<String> {
+    let mut args = vec![
+        "back".to_string(),
+        "--indices_paths".into(),
+        format!("{CONFIG_DIR}/indices_paths.json"),
+        "--port".into(),
+        spec.port.to_string(),
+    ];
+    if let Some(model) = &spec.model {
+        args.extend(["--clip_model".into(), model.clone()]);
+    }
+    args
+}
+
+/// The Deployment of query servers (no replica count under autoscaling: the HPA owns it).
+pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, String)>) -> Result<Deployment> {
+    let spec = &sd.spec;
+    let mut container = pods::container("back", &spec.placement, back_args(spec), vec![]);
+    let port = spec.port as i32;
+    container.ports = Some(vec![ContainerPort { name: Some("http".into()), container_port: port, ..Default::default() }]);
+    let probe = |path: &str, period| Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(port), ..Default::default() }),
+        period_seconds: Some(period),
+        ..Default::default()
+    };
+    container.readiness_probe = Some(probe("/readyz", 5));
+    container.liveness_probe = Some(Probe { failure_threshold: Some(6), ..probe("/healthz", 10) });
+    container.volume_mounts =
+        Some(vec![VolumeMount { name: "indices".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }]);
+    let mut pod = pods::pod_spec(&spec.placement, container, None);
+    pod.volumes = Some(vec![Volume {
+        name: "indices".into(),
+        config_map: Some(ConfigMapVolumeSource { name: format!("{}-indices", sd.name_any()), ..Default::default() }),
+        ..Default::default()
+    }]);
+    let annotations = BTreeMap::from([(VERSIONS_ANNOTATION.to_string(), versions(indices))]);
+    Ok(Deployment {
+        metadata: meta(sd, sd.name_any())?,
+        spec: DeploymentSpec {
+            replicas: spec.autoscaling.is_none().then_some(spec.replicas as i32),
+            selector: LabelSelector { match_labels: Some(labels(sd)), ..Default::default() },
+            template: k8s_openapi::api::core::v1::PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(sd)), annotations: Some(annotations), ..Default::default() }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        },
+        status: None,
+    })
+}
+
+/// The ClusterIP Service in front of the pods.
+pub fn service(sd: &SearchDeployment) -> Result<Service> {
+    Ok(Service {
+        metadata: meta(sd, sd.name_any())?,
+        spec: Some(ServiceSpec {
+            selector: Some(labels(sd)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: sd.spec.port as i32,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The HPA (None without autoscaling) as a dynamic object of `api_version`: autoscaling/v2 and v2beta2 have the
+/// same fields for a CPU utilisation target.
+pub fn hpa(sd: &SearchDeployment, api_version: &str) -> Result<(ApiResource, Option<DynamicObject>)> {
+    let (group, version) = api_version.split_once('/').expect("group/version");
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, "HorizontalPodAutoscaler"));
+    let Some(a) = &sd.spec.autoscaling else { return Ok((resource, None)) };
+    let mut obj = DynamicObject::new(&sd.name_any(), &resource);
+    obj.metadata = meta(sd, sd.name_any())?;
+    obj.data = serde_json::json!({
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": sd.name_any()},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization}
+            }}]
+        }
+    });
+    Ok((resource, Some(obj)))
+}
+
+/// The Ingress (None when not asked for).
+pub fn ingress(sd: &SearchDeployment) -> Result<Option<Ingress>> {
+    let Some(i) = &sd.spec.ingress else { return Ok(None) };
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: sd.name_any(),
+            port: Some(ServiceBackendPort { number: Some(sd.spec.port as i32), ..Default::default() }),
+        }),
+        ..Default::default()
+    };
+    Ok(Some(Ingress {
+        metadata: meta(sd, sd.name_any())?,
+        spec: Some(IngressSpec {
+            ingress_class_name: i.class_name.clone(),
+            rules: Some(vec![IngressRule {
+                host: Some(i.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath { path: Some(i.path.clone()), path_type: "Prefix".into(), backend }],
+                }),
+            }]),
+            tls: i.tls_secret_name.as_ref().map(|secret| {
+                vec![IngressTLS { hosts: Some(vec![i.host.clone()]), secret_name: Some(secret.clone()) }]
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }))
+}
