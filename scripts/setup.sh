@@ -7,7 +7,9 @@
 #     requests) that tests point at our server;
 #   - cmake and OpenBLAS, with which the faiss crate builds faiss 1.12 from source (cached in the cargo target dir);
 #   - s3s-fs 0.14.1 (a real S3 server, SigV4) built from crates.io, for the s3:// tests;
-#   - Debian's Chromium and front/'s npm packages (vite, vitest, playwright-core) for the web UI and its browser tests.
+#   - Debian's Chromium and front/'s npm packages (vite, vitest, playwright-core) for the web UI and its browser tests;
+#   - the Kubernetes control plane of the operator tests (scripts/kube-testenv.sh: etcd, Prometheus/promtool and
+#     kube-apiserver/controller-manager/scheduler v1.20.2 built from Debian's source package; ~7 minutes once).
 # Slow artefacts are cached outside the repository (~/.cache/clip-retrieval) and copied in when present.
 # Idempotent: a second run takes seconds.
 set -euo pipefail
@@ -94,4 +96,5 @@ install_ort
 install_venv
 install_s3s
 install_front
+bash "$ROOT/scripts/kube-testenv.sh"
 log "done"

@@ -24,15 +24,14 @@ pub struct Context {
     pub caps: Capabilities,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    recorder: Recorder,
+    reporter: Reporter,
 }
 
 impl Context {
     /// A context for `client`; `instance` names this replica in Events.
     pub fn new(client: Client, caps: Capabilities, metrics: Metrics, instance: String) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
-        let recorder = Recorder::new(client.clone(), reporter);
-        Context { client, caps, metrics, recorder }
+        Context { client, caps, metrics, reporter }
     }
 
     /// Creates or updates `child` (server-side apply, forced: the operator owns these fields).
@@ -74,7 +73,11 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        // A recorder per Event: a shared one folds Events with the same reason into a series that keeps the first
+        // note ("serving index v1" would hide "serving index v2"). Events are only sent on transitions, so
+        // there is nothing to fold.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish an Event");
         }
     }

@@ -80,6 +80,8 @@ pub struct Placement {
 }
 
 /// A status condition (Kubernetes conventions: type, status, reason, message, time).
+///
+/// Empty strings are never sent: the v1.20 API server built for CI reads `""` as null and rejects it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
@@ -89,10 +91,10 @@ pub struct Condition {
     /// True, False or Unknown.
     pub status: String,
     /// One CamelCase word.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// What happened, for people.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// RFC 3339 time of the last change of `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +152,7 @@ pub struct EmbeddingJobSpec {
 #[serde(rename_all = "camelCase")]
 pub struct EmbeddingJobStatus {
     /// Pending, Running, Complete or Failed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
     /// Progressing, Complete, Failed.
     #[serde(default)]
@@ -165,7 +167,7 @@ pub struct EmbeddingJobStatus {
     #[serde(default)]
     pub partitions_failed: u32,
     /// Ids of the finished partitions, as ranges (`0-3,7`): never recomputed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub succeeded_partition_ids: String,
     /// How partitions run: `JobPerPartition` (any server) or `IndexedJob` (servers with per-index retry limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,7 +244,7 @@ pub struct IndexBuildSpec {
 #[serde(rename_all = "camelCase")]
 pub struct IndexBuildStatus {
     /// Waiting, Running, Complete or Failed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
     /// Progressing, Complete, Failed.
     #[serde(default)]

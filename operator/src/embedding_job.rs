@@ -52,15 +52,13 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
     status.observed_generation = ej.metadata.generation;
     status.job_mode = Some(if indexed { "IndexedJob" } else { "JobPerPartition" }.into());
     let mut succeeded = parse_ranges(&old.succeeded_partition_ids);
-    let (failed, running) = if indexed {
-        observe_indexed(&jobs, &mut succeeded)
-    } else {
-        observe_per_partition(&jobs, &mut succeeded)
-    };
+    let (failed, running) =
+        if indexed { observe_indexed(&jobs, &mut succeeded) } else { observe_per_partition(&jobs, &mut succeeded) };
     succeeded.retain(|p| *p < ej.spec.partitions);
     let mut failures = BTreeMap::new();
     for (partition, reason) in failed.into_iter().filter(|(p, _)| !succeeded.contains(p)) {
-        let pod = pods::last_termination(&ctx.client, &namespace, &job_name(&ej, Some(partition), indexed), false).await?;
+        let pod =
+            pods::last_termination(&ctx.client, &namespace, &job_name(&ej, Some(partition), indexed), false).await?;
         failures.insert(partition, format!("{reason}{}", pods::describe_failure(pod.as_ref())));
     }
     let launched = if failures.is_empty() && succeeded.len() < ej.spec.partitions as usize {
@@ -170,7 +168,12 @@ async fn launch(
     Ok(started)
 }
 
-fn decide_phase(spec: &EmbeddingJobSpec, status: &mut EmbeddingJobStatus, failures: &BTreeMap<u32, String>, active: u32) {
+fn decide_phase(
+    spec: &EmbeddingJobSpec,
+    status: &mut EmbeddingJobStatus,
+    failures: &BTreeMap<u32, String>,
+    active: u32,
+) {
     let done = status.partitions_succeeded;
     let progress = format!("{done}/{} partitions done", spec.partitions);
     if !failures.is_empty() {
@@ -261,10 +264,8 @@ pub fn inference_args(spec: &EmbeddingJobSpec, partition: &str) -> Vec<String> {
 }
 
 fn labels(ej: &EmbeddingJob, partition: Option<u32>) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (LABEL.to_string(), ej.name_any()),
-    ]);
+    let mut labels =
+        BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (LABEL.to_string(), ej.name_any())]);
     if let Some(p) = partition {
         labels.insert(PARTITION_LABEL.into(), p.to_string());
     }
@@ -273,7 +274,8 @@ fn labels(ej: &EmbeddingJob, partition: Option<u32>) -> BTreeMap<String, String>
 
 /// The Job computing one partition, retried alone up to `retriesPerPartition` times.
 pub fn partition_job(ej: &EmbeddingJob, partition: u32) -> Result<Job> {
-    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, &partition.to_string()), vec![]);
+    let container =
+        pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, &partition.to_string()), vec![]);
     let spec = JobSpec {
         backoff_limit: Some(ej.spec.retries_per_partition as i32),
         completions: Some(1),
@@ -301,7 +303,11 @@ pub fn indexed_job(ej: &EmbeddingJob) -> Result<Job> {
     job(ej, None, spec)
 }
 
-fn template(ej: &EmbeddingJob, partition: Option<u32>, container: k8s_openapi::api::core::v1::Container) -> PodTemplateSpec {
+fn template(
+    ej: &EmbeddingJob,
+    partition: Option<u32>,
+    container: k8s_openapi::api::core::v1::Container,
+) -> PodTemplateSpec {
     PodTemplateSpec {
         metadata: Some(ObjectMeta { labels: Some(labels(ej, partition)), ..Default::default() }),
         spec: Some(pods::pod_spec(&ej.spec.placement, container, Some("Never"))),

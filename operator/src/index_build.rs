@@ -83,9 +83,9 @@ fn fail(status: &mut IndexBuildStatus, reason: &str, message: &str) {
 /// The embeddings folder: a URI, or the output of a Complete EmbeddingJob (exactly one may be given).
 async fn embeddings(ctx: &Context, spec: &IndexBuildSpec, namespace: &str) -> Result<Embeddings> {
     match (&spec.embeddings.embedding_job, &spec.embeddings.uri) {
-        (Some(_), Some(_)) | (None, None) => Ok(Embeddings::Failed(
-            "spec.embeddings needs exactly one of embeddingJob and uri".into(),
-        )),
+        (Some(_), Some(_)) | (None, None) => {
+            Ok(Embeddings::Failed("spec.embeddings needs exactly one of embeddingJob and uri".into()))
+        }
         (None, Some(uri)) => Ok(Embeddings::Ready(uri.clone())),
         (Some(name), None) => {
             let api: Api<EmbeddingJob> = Api::namespaced(ctx.client.clone(), namespace);
@@ -151,7 +151,8 @@ pub fn apply_report(status: &mut IndexBuildStatus, report: &str) {
     status.index_key = main["index_key"].as_str().map(String::from);
     status.recall_at10 = main["recall_at_10"].as_f64();
     status.vectors = main["count"].as_u64();
-    let bytes: u64 = indices.as_object().map(|m| m.values().filter_map(|v| v["index_bytes"].as_u64()).sum()).unwrap_or(0);
+    let bytes: u64 =
+        indices.as_object().map(|m| m.values().filter_map(|v| v["index_bytes"].as_u64()).sum()).unwrap_or(0);
     status.index_bytes = (bytes > 0).then_some(bytes);
 }
 
@@ -206,10 +207,8 @@ pub fn index_args(spec: &IndexBuildSpec, folder: &str) -> Vec<String> {
 
 /// The Job building the index of `folder`.
 pub fn build_job(ib: &IndexBuild, folder: &str) -> Result<Job> {
-    let labels = BTreeMap::from([
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (LABEL.to_string(), ib.name_any()),
-    ]);
+    let labels =
+        BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (LABEL.to_string(), ib.name_any())]);
     let mut container = pods::container("index", &ib.spec.placement, index_args(&ib.spec, folder), vec![]);
     container.termination_message_path = Some(REPORT_PATH.into());
     container.termination_message_policy = Some("FallbackToLogsOnError".into());

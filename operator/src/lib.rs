@@ -24,10 +24,29 @@ use kube::CustomResourceExt;
 
 /// `(file name, YAML)` of every CRD, as `crdgen` writes them into `crds/`.
 pub fn crds() -> Vec<(&'static str, String)> {
-    let yaml = |crd| serde_yaml::to_string(&crd).expect("CRD serialises");
+    let yaml = |crd| {
+        let mut json = serde_json::to_value(&crd).expect("CRD serialises");
+        drop_empty_string_defaults(&mut json);
+        serde_yaml::to_string(&json).expect("CRD serialises")
+    };
     vec![
         ("embeddingjobs.yaml", yaml(crd::EmbeddingJob::crd())),
         ("indexbuilds.yaml", yaml(crd::IndexBuild::crd())),
         ("searchdeployments.yaml", yaml(crd::SearchDeployment::crd())),
     ]
+}
+
+/// Removes `default: ""` from a schema: Kubernetes 1.20 reads an empty-string default as null and rejects the CRD
+/// ("in body must be of type string"). Those defaults are only on status fields, which the operator always writes.
+fn drop_empty_string_defaults(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("default") == Some(&serde_json::Value::String(String::new())) {
+                map.remove("default");
+            }
+            map.values_mut().for_each(drop_empty_string_defaults);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_empty_string_defaults),
+        _ => {}
+    }
 }

@@ -4,8 +4,7 @@
 use crate::crd::Placement;
 use k8s_openapi::api::core::v1::{
     Container, ContainerStateTerminated, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec,
-    ResourceRequirements,
-    SecretEnvSource, Toleration,
+    ResourceRequirements, SecretEnvSource, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;

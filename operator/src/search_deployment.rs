@@ -10,12 +10,12 @@ use crate::status::{is_true, set_condition};
 use crate::{Error, Result};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
-    IngressSpec, IngressTLS, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
+    IngressTLS, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -111,11 +111,7 @@ async fn resolve(ctx: &Context, spec: &SearchDeploymentSpec, namespace: &str) ->
                     None => return Ok(Indices::Waiting(format!("index {name}: waiting for IndexBuild {build}"))),
                 };
             }
-            _ => {
-                return Ok(Indices::Invalid(format!(
-                    "spec.indices.{name} needs exactly one of indexBuild and uri"
-                )))
-            }
+            _ => return Ok(Indices::Invalid(format!("spec.indices.{name} needs exactly one of indexBuild and uri"))),
         }
     }
     Ok(Indices::Ready(out))
@@ -207,11 +203,14 @@ async fn announce(
     rolled_to: Option<String>,
 ) {
     let changed = |t: &str| {
-        let find = |s: &SearchDeploymentStatus| s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()));
+        let find = |s: &SearchDeploymentStatus| {
+            s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()))
+        };
         find(old) != find(new)
     };
     if changed("Failed") && is_true(&new.conditions, "Failed") {
-        let message = new.conditions.iter().find(|c| c.type_ == "Failed").map(|c| c.message.clone()).unwrap_or_default();
+        let message =
+            new.conditions.iter().find(|c| c.type_ == "Failed").map(|c| c.message.clone()).unwrap_or_default();
         ctx.event(sd, KIND, true, "InvalidSpec", message).await;
     }
     if changed("Progressing") {
@@ -285,7 +284,13 @@ pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, Str
     let spec = &sd.spec;
     let mut container = pods::container("back", &spec.placement, back_args(spec), vec![]);
     let port = spec.port as i32;
-    container.ports = Some(vec![ContainerPort { name: Some("http".into()), container_port: port, ..Default::default() }]);
+    // Server-side apply on 1.20 needs `protocol`: it is part of these lists' merge keys.
+    container.ports = Some(vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }]);
     let probe = |path: &str, period| Probe {
         http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(port), ..Default::default() }),
         period_seconds: Some(period),
@@ -293,8 +298,12 @@ pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, Str
     };
     container.readiness_probe = Some(probe("/readyz", 5));
     container.liveness_probe = Some(Probe { failure_threshold: Some(6), ..probe("/healthz", 10) });
-    container.volume_mounts =
-        Some(vec![VolumeMount { name: "indices".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }]);
+    container.volume_mounts = Some(vec![VolumeMount {
+        name: "indices".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }]);
     let mut pod = pods::pod_spec(&spec.placement, container, None);
     pod.volumes = Some(vec![Volume {
         name: "indices".into(),
@@ -308,7 +317,11 @@ pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, Str
             replicas: spec.autoscaling.is_none().then_some(spec.replicas as i32),
             selector: LabelSelector { match_labels: Some(labels(sd)), ..Default::default() },
             template: k8s_openapi::api::core::v1::PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(sd)), annotations: Some(annotations), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(sd)),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                }),
                 spec: Some(pod),
             },
             ..Default::default()
@@ -326,6 +339,7 @@ pub fn service(sd: &SearchDeployment) -> Result<Service> {
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: sd.spec.port as i32,
+                protocol: Some("TCP".into()),
                 target_port: Some(IntOrString::String("http".into())),
                 ..Default::default()
             }]),

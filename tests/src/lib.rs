@@ -3,6 +3,8 @@
 //! users do. Everything a test starts
 //! is stopped when its handle drops. `scripts/setup.sh` installs what is used here.
 
+pub mod kube;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

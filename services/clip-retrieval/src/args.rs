@@ -21,7 +21,7 @@ pub enum Command {
     #[command(name = "sample-dataset", alias = "sample_dataset")]
     SampleDataset(SampleDatasetArgs),
     /// Embeddings -> faiss indices (image.index, text.index) under a memory budget, plus the metadata row store.
-    Index(IndexArgs),
+    Index(Box<IndexArgs>),
     /// Merge index folders built on consecutive shards into one.
     #[command(name = "index_combiner", alias = "index-combiner")]
     IndexCombiner(IndexCombinerArgs),

@@ -14,7 +14,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inference(a) => inference(*a),
         Command::SampleDataset(a) => sample_dataset(a),
-        Command::Index(a) => index(a),
+        Command::Index(a) => index(*a),
         Command::IndexCombiner(a) => index_combiner(a),
         Command::Filter(a) => crate::filter::filter(*a),
         Command::Back(a) => crate::back::back(*a),
