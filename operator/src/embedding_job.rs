@@ -327,3 +327,51 @@ fn job(ej: &EmbeddingJob, partition: Option<u32>, spec: JobSpec) -> Result<Job> 
         status: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job_resource(spec: serde_json::Value) -> EmbeddingJob {
+        let mut ej = EmbeddingJob::new("laion", serde_json::from_value(spec).expect("spec"));
+        ej.metadata.namespace = Some("ns".into());
+        ej.metadata.uid = Some("uid-1".into());
+        ej
+    }
+
+    #[test]
+    fn an_indexed_job_reads_its_partition_from_the_completion_index() {
+        let ej = job_resource(serde_json::json!({
+            "input": "s3://in", "output": "s3://out", "partitions": 8, "parallelism": 3, "retriesPerPartition": 2,
+            "image": "img"
+        }));
+        let job = indexed_job(&ej).unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("laion-inference"));
+        assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+        assert_eq!((spec.completions, spec.parallelism, spec.backoff_limit_per_index), (Some(8), Some(3), Some(2)));
+        let container = &spec.template.spec.unwrap().containers[0];
+        let args = container.args.clone().unwrap();
+        let at = args.iter().position(|a| a == "--partition_ids").unwrap();
+        assert_eq!(args[at + 1], "$(PARTITION_ID)");
+        let env = &container.env.as_ref().unwrap()[0];
+        assert_eq!(env.name, "PARTITION_ID");
+        let path = &env.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path;
+        assert_eq!(path, "metadata.annotations['batch.kubernetes.io/job-completion-index']");
+    }
+
+    #[test]
+    fn an_indexed_job_reports_completed_and_failed_indexes() {
+        let mut job = Job::default();
+        job.status = Some(k8s_openapi::api::batch::v1::JobStatus {
+            completed_indexes: Some("0-2,5".into()),
+            failed_indexes: Some("4".into()),
+            ..Default::default()
+        });
+        let mut succeeded = BTreeSet::from([7]);
+        let (failed, running) = observe_indexed(&[job], &mut succeeded);
+        assert_eq!(succeeded, BTreeSet::from([0, 1, 2, 5, 7]));
+        assert_eq!(failed.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [4]);
+        assert_eq!(running, 1);
+    }
+}

@@ -398,3 +398,32 @@ pub fn ingress(sd: &SearchDeployment) -> Result<Option<Ingress>> {
         status: None,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hpa_uses_the_api_version_the_server_has_and_disappears_without_autoscaling() {
+        let spec = serde_json::json!({
+            "indices": {"a": {"uri": "s3://x"}}, "image": "img",
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 5}
+        });
+        let mut sd = SearchDeployment::new("web", serde_json::from_value(spec).unwrap());
+        sd.metadata.namespace = Some("ns".into());
+        sd.metadata.uid = Some("uid".into());
+        for version in ["autoscaling/v2", "autoscaling/v2beta2"] {
+            let (resource, hpa) = hpa(&sd, version).unwrap();
+            assert_eq!(resource.api_version, version);
+            let hpa = hpa.unwrap();
+            assert_eq!(hpa.data["spec"]["minReplicas"], 2);
+            assert_eq!(hpa.data["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70);
+        }
+        let indices = BTreeMap::from([("a".to_string(), ("s3://x".to_string(), "s3://x".to_string()))]);
+        assert_eq!(deployment(&sd, &indices).unwrap().spec.replicas, None, "the HPA owns the replica count");
+        sd.spec.autoscaling = None;
+        sd.spec.replicas = 3;
+        assert!(hpa(&sd, "autoscaling/v2").unwrap().1.is_none());
+        assert_eq!(deployment(&sd, &indices).unwrap().spec.replicas, Some(3));
+    }
+}

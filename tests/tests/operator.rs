@@ -494,6 +494,39 @@ async fn two_replicas_one_leads_and_killing_it_mid_run_converges_without_duplica
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_run_and_restarted_converges_without_duplicates() {
+    let (plane, client, ns) = setup("restart").await;
+    let mut operator = Operator::start(plane, &ns, "solo");
+    let spec = json!({"input": "/data/in", "output": "/data/out", "partitions": 5, "parallelism": 2,
+                      "image": "clip-retrieval:test", "env": {"FAKE_RUN_SECONDS": "1.5"}});
+    create(&client, &ns, "EmbeddingJob", "resume", spec).await.unwrap();
+    wait_until(Duration::from_secs(60), "a partition done", || async {
+        let s = status(&client, &ns, "EmbeddingJob", "resume").await;
+        (s["partitionsSucceeded"].as_u64().unwrap_or(0) >= 1).then_some(())
+    })
+    .await;
+    operator.kill();
+    // Partitions finish while no operator watches; the restarted one picks up from the cluster's state.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stalled = status(&client, &ns, "EmbeddingJob", "resume").await;
+    assert_ne!(stalled["phase"], "Complete", "{stalled}");
+    let _restarted = Operator::start(plane, &ns, "solo");
+    let done = wait_phase(&client, &ns, "EmbeddingJob", "resume", "Complete", Duration::from_secs(90)).await;
+    assert_eq!(done["succeededPartitionIds"], "0-4");
+    assert_eq!(jobs(&client, &ns).await.len(), 5, "duplicate Jobs");
+    for p in 0..5 {
+        let runs = pods_with(&client, &ns, &format!("clip-retrieval.io/partition={p}")).await.len();
+        assert_eq!(runs, 1, "partition {p} ran {runs} times");
+    }
+    // The same identity takes its own Lease back at once: no leader change was recorded.
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &ns)
+        .get("clip-operator")
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().lease_transitions, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_specs_are_rejected_by_the_schema_or_reported_in_a_condition() {
     let (plane, client, ns) = setup("schema").await;
     let _operator = Operator::start(plane, &ns, "a");
