@@ -362,12 +362,14 @@ mod tests {
 
     #[test]
     fn an_indexed_job_reports_completed_and_failed_indexes() {
-        let mut job = Job::default();
-        job.status = Some(k8s_openapi::api::batch::v1::JobStatus {
-            completed_indexes: Some("0-2,5".into()),
-            failed_indexes: Some("4".into()),
+        let job = Job {
+            status: Some(k8s_openapi::api::batch::v1::JobStatus {
+                completed_indexes: Some("0-2,5".into()),
+                failed_indexes: Some("4".into()),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         let mut succeeded = BTreeSet::from([7]);
         let (failed, running) = observe_indexed(&[job], &mut succeeded);
         assert_eq!(succeeded, BTreeSet::from([0, 1, 2, 5, 7]));
