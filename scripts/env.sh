@@ -6,3 +6,5 @@ command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clip-retrieval/target}"
+# Incremental compilation only pays off when editing; in CI and fresh clones it fills the disk with a cache per path.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"

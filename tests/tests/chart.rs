@@ -1,0 +1,261 @@
+//! The Helm chart (`charts/clip-retrieval`): `helm lint --strict`, the rendered objects, the alert rules under
+//! `promtool test rules`, and `helm install --wait` / `upgrade` / `uninstall` on the real control plane with the
+//! operator running under the chart's ServiceAccount (so its RBAC is proven sufficient by a real API server).
+
+use clip_retrieval_tests::kube::ops::*;
+use clip_retrieval_tests::kube::{kube_bin, ControlPlane};
+use clip_retrieval_tests::repo_root;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{json, Value};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn chart() -> String {
+    repo_root().join("charts/clip-retrieval").display().to_string()
+}
+
+fn helm_here() -> Command {
+    let dir = std::env::temp_dir().join(format!("clip-helm-{}", std::process::id()));
+    let mut helm = Command::new(kube_bin().join("helm"));
+    helm.env("HELM_CONFIG_HOME", dir.join("config"))
+        .env("HELM_CACHE_HOME", dir.join("cache"))
+        .env("HELM_DATA_HOME", dir.join("data"));
+    helm
+}
+
+fn ok(output: Output, what: &str) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+/// `helm template` with `--set` values, as parsed objects.
+fn render(sets: &[&str]) -> Vec<Value> {
+    let mut cmd = helm_here();
+    cmd.args(["template", "clip-retrieval", &chart(), "--namespace", "ops"]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let text = ok(cmd.output().expect("helm"), "helm template");
+    text.split("\n---").filter_map(|doc| serde_yaml::from_str::<Value>(doc).ok()).filter(|v| v.is_object()).collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+#[test]
+fn the_chart_lints_clean_with_defaults_and_with_every_option() {
+    let out = ok(helm_here().args(["lint", "--strict", &chart()]).output().unwrap(), "helm lint");
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    let all = "metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,operator.watchNamespace=search";
+    let out = ok(helm_here().args(["lint", "--strict", &chart(), "--set", all]).output().unwrap(), "helm lint (all)");
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+fn the_rendered_chart_is_least_privilege_and_non_root() {
+    let objects = render(&[]);
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"]
+    {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert!(
+        !kinds.iter().any(|k| ["ServiceMonitor", "PodMonitor", "PrometheusRule"].contains(k)),
+        "monitors are opt-in"
+    );
+
+    let role = find(&objects, "ClusterRole", "clip-retrieval-operator");
+    let rules = role["rules"].as_array().unwrap();
+    let verbs = |group: &str, resource: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| r["apiGroups"].as_array().unwrap().iter().any(|g| g == group))
+            .filter(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource))
+            .flat_map(|r| r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert_eq!(verbs("clip-retrieval.io", "embeddingjobs"), ["get", "list", "watch"]);
+    assert_eq!(verbs("", "pods"), ["get", "list", "watch"], "pods are only read");
+    assert!(!verbs("batch", "jobs").contains(&"delete".to_string()));
+    assert!(verbs("", "secrets").is_empty(), "no access to Secrets");
+    assert!(rules.iter().all(|r| !r["verbs"].as_array().unwrap().iter().any(|v| v == "*")), "no wildcard verbs");
+    let lease = find(&objects, "Role", "clip-retrieval-operator-leader-election");
+    assert_eq!(lease["metadata"]["namespace"], "ops");
+    assert_eq!(lease["rules"][0]["resources"], json!(["leases"]));
+
+    let deployment = find(&objects, "Deployment", "clip-retrieval-operator");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "clip-retrieval-operator");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/clip-retrieval-rs/clip-operator:0.1.0", "tag defaults to appVersion");
+    assert_eq!(container["command"], json!(["clip-operator"]));
+    assert_eq!(container["args"], json!(["--metrics-addr=0.0.0.0:8080", "--lease-duration-seconds=15"]));
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+
+    // One namespace: a Role there instead of the ClusterRole, and the operator told to watch only it.
+    let scoped = render(&["operator.watchNamespace=search"]);
+    assert!(scoped.iter().all(|o| o["kind"] != "ClusterRole"));
+    assert_eq!(find(&scoped, "Role", "clip-retrieval-operator")["metadata"]["namespace"], "search");
+    let env =
+        &find(&scoped, "Deployment", "clip-retrieval-operator")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(env.as_array().unwrap().iter().any(|e| e["name"] == "WATCH_NAMESPACE" && e["value"] == "search"));
+
+    // Monitors: the ServiceMonitor selects the metrics Service; the PrometheusRule carries files/alerts.yaml.
+    let monitored = render(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.podMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    ]);
+    let service = find(&monitored, "Service", "clip-retrieval-operator");
+    let monitor = find(&monitored, "ServiceMonitor", "clip-retrieval-operator");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "ServiceMonitor selector {k}");
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let pods = find(&monitored, "PodMonitor", "clip-retrieval-query-servers");
+    assert_eq!(pods["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "clip-retrieval-back");
+    let rule = find(&monitored, "PrometheusRule", "clip-retrieval-alerts");
+    let file: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join("charts/clip-retrieval/files/alerts.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rule["spec"], file);
+}
+
+#[test]
+fn the_alert_rules_are_valid_and_fire_as_their_unit_tests_say() {
+    let promtool = kube_bin().join("promtool");
+    let dir = repo_root().join("charts/clip-retrieval");
+    let out = Command::new(&promtool).args(["check", "rules", "files/alerts.yaml"]).current_dir(&dir).output().unwrap();
+    assert!(ok(out, "promtool check rules").contains("SUCCESS: 5 rules found"));
+    let out =
+        Command::new(&promtool).args(["test", "rules", "tests/alerts_test.yaml"]).current_dir(&dir).output().unwrap();
+    ok(out, "promtool test rules");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installs_upgrades_and_uninstalls_and_the_operator_works_with_the_charts_rbac() {
+    let plane = ControlPlane::shared();
+    let client = plane.client().await;
+    let ns = plane.namespace("helm").await;
+    let install = plane
+        .helm()
+        .args(["install", "clip-retrieval", &chart(), "--namespace", &ns, "--wait", "--timeout", "120s"])
+        .args(["--set", "operator.replicas=1"])
+        .output()
+        .unwrap();
+    ok(install, "helm install");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["embeddingjobs", "indexbuilds", "searchdeployments"] {
+        assert!(
+            crds.get_opt(&format!("{name}.clip-retrieval.io")).await.unwrap().is_some(),
+            "CRD {name} not installed"
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let operator = deployments.get("clip-retrieval-operator").await.unwrap();
+    assert_eq!(operator.status.unwrap().ready_replicas, Some(1));
+
+    // The operator binary under the chart's ServiceAccount: every write it makes must be allowed by the chart.
+    let kubeconfig = plane.service_account_kubeconfig(&ns, "clip-retrieval-operator").await;
+    let running = Operator::start_as(plane, &kubeconfig, &ns, "chart");
+    // The repository's examples, as a user applies them (plus what the test kubelet reads: run time, report).
+    let fake = json!({"FAKE_RUN_SECONDS": "0.5",
+                      "FAKE_TERMINATION_MESSAGE": r#"{"indices":{"image":{"index_key":"Flat","index_bytes":100,"recall_at_10":1.0,"count":4}}}"#});
+    for (kind, file) in
+        [("EmbeddingJob", "embeddingjob"), ("IndexBuild", "indexbuild"), ("SearchDeployment", "searchdeployment")]
+    {
+        let text = std::fs::read_to_string(repo_root().join("examples").join(format!("{file}.yaml"))).unwrap();
+        let mut example: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(example["kind"], kind);
+        for (k, v) in fake.as_object().unwrap() {
+            example["spec"]["env"][k] = v.clone();
+        }
+        create(&client, &ns, kind, "laion", example["spec"].clone()).await.unwrap();
+    }
+    wait_phase(&client, &ns, "EmbeddingJob", "laion", "Complete", Duration::from_secs(60)).await;
+    let built = wait_phase(&client, &ns, "IndexBuild", "laion", "Complete", Duration::from_secs(60)).await;
+    assert_eq!(built["indexKey"], "Flat", "the operator read the pod's termination message");
+    wait_until(Duration::from_secs(60), "SearchDeployment ready", || async {
+        let s = status(&client, &ns, "SearchDeployment", "laion").await;
+        (condition(&s, "Ready")["status"] == "True").then_some(())
+    })
+    .await;
+    // Dropping autoscaling and the Ingress deletes them (the only deletes the chart grants).
+    let patch = json!({"spec": {"autoscaling": null, "ingress": null, "replicas": 2}});
+    custom(&client, &ns, "SearchDeployment")
+        .patch("laion", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let hpa = ApiResource::from_gvk(&GroupVersionKind::gvk("autoscaling", "v2beta2", "HorizontalPodAutoscaler"));
+    wait_until(Duration::from_secs(30), "HPA and Ingress removed", || async {
+        let h = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &hpa).get_opt("laion").await.ok()?;
+        let i = Api::<Ingress>::namespaced(client.clone(), &ns).get_opt("laion").await.ok()?;
+        (h.is_none() && i.is_none()).then_some(())
+    })
+    .await;
+    let log = running.log_text();
+    assert!(!log.contains("forbidden"), "the chart's RBAC refused something:\n{log}");
+    assert!(running.metrics().contains("clip_operator_leader 1"));
+
+    let upgrade = plane
+        .helm()
+        .args(["upgrade", "clip-retrieval", &chart(), "--namespace", &ns, "--wait", "--timeout", "120s"])
+        .args(["--set", "operator.replicas=2", "--set", "operator.logLevel=debug"])
+        .output()
+        .unwrap();
+    ok(upgrade, "helm upgrade");
+    let upgraded = deployments.get("clip-retrieval-operator").await.unwrap();
+    assert_eq!(upgraded.spec.replicas, Some(2));
+    assert_eq!(upgraded.status.unwrap().ready_replicas, Some(2));
+    let env = upgraded.spec.template.spec.unwrap().containers[0].env.clone().unwrap();
+    assert!(env.iter().any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("debug")));
+
+    ok(
+        plane.helm().args(["uninstall", "clip-retrieval", "--namespace", &ns, "--wait"]).output().unwrap(),
+        "helm uninstall",
+    );
+    wait_until(Duration::from_secs(30), "chart objects removed", || async {
+        let d = deployments.get_opt("clip-retrieval-operator").await.ok()?;
+        let sa =
+            Api::<ServiceAccount>::namespaced(client.clone(), &ns).get_opt("clip-retrieval-operator").await.ok()?;
+        let role = Api::<ClusterRole>::all(client.clone()).get_opt("clip-retrieval-operator").await.ok()?;
+        (d.is_none() && sa.is_none() && role.is_none()).then_some(())
+    })
+    .await;
+    assert!(crds.get_opt("embeddingjobs.clip-retrieval.io").await.unwrap().is_some(), "Helm keeps CRDs on uninstall");
+}
+
+#[test]
+fn the_images_are_built_by_the_scripts_ci_runs_and_match_the_charts_commands() {
+    let read = |f: &str| std::fs::read_to_string(repo_root().join("docker").join(f)).unwrap();
+    for file in ["clip-retrieval.Dockerfile", "clip-retrieval-cuda.Dockerfile"] {
+        let text = read(file);
+        assert!(text.contains("bash scripts/setup.sh --build-only"), "{file} bypasses scripts/setup.sh");
+        assert!(
+            text.contains(&format!("ENTRYPOINT [\"{}\"]", clip_operator::pods::BINARY)),
+            "{file}: the operator runs `clip-retrieval`"
+        );
+        assert!(text.contains("USER 10001"), "{file} runs as root");
+    }
+    assert!(read("clip-retrieval-cuda.Dockerfile").contains("ORT_PACKAGE=onnxruntime-gpu"));
+    let operator = read("operator.Dockerfile");
+    let rendered = render(&[]);
+    let command = &find(&rendered, "Deployment", "clip-retrieval-operator")["spec"]["template"]["spec"]["containers"]
+        [0]["command"][0];
+    assert!(operator.contains(&format!("ENTRYPOINT [{command}]")), "the chart runs {command}");
+    assert!(operator.contains("USER 10001"));
+}
