@@ -211,7 +211,6 @@ pub fn build_job(ib: &IndexBuild, folder: &str) -> Result<Job> {
         BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (LABEL.to_string(), ib.name_any())]);
     let mut container = pods::container("index", &ib.spec.placement, index_args(&ib.spec, folder), vec![]);
     container.termination_message_path = Some(REPORT_PATH.into());
-    container.termination_message_policy = Some("FallbackToLogsOnError".into());
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(job_name(ib)),

@@ -33,6 +33,8 @@ pub fn container(name: &str, placement: &Placement, args: Vec<String>, extra_env
             }]
         }),
         resources: resources(placement),
+        // A failed container without a termination message reports the end of its log (the error).
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     }
 }
@@ -128,7 +130,10 @@ pub async fn last_termination(
 pub fn describe_failure(terminated: Option<&ContainerStateTerminated>) -> String {
     let Some(t) = terminated else { return String::new() };
     let message = t.message.clone().or_else(|| t.reason.clone()).unwrap_or_default();
-    let first_line = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    // A log tail (FallbackToLogsOnError) ends with the error; a written message starts with it.
+    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let error_line = lines.iter().rev().find(|l| l.to_ascii_lowercase().starts_with("error"));
+    let first_line = error_line.or(lines.first()).copied().unwrap_or("");
     let mut out = format!("; last pod exited with code {}", t.exit_code);
     if !first_line.is_empty() {
         out.push_str(": ");

@@ -31,6 +31,16 @@ pub struct ControlPlane {
     pub server: String,
     /// The servers and their watchdog (never waited for: they live as long as the test process).
     _processes: Vec<std::process::Child>,
+    kubelet: Kubelet,
+}
+
+/// Which kubelet plays the fake node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kubelet {
+    /// [`FakeKubelet`]: pods change state without running.
+    Fake,
+    /// [`crate::kubelet::ProcessKubelet`]: pods run as local processes.
+    Process,
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
@@ -45,11 +55,25 @@ pub fn kube_bin() -> PathBuf {
 impl ControlPlane {
     /// The control plane of this test process, started on first use (about 10 s).
     pub fn shared() -> &'static ControlPlane {
-        // Started on a plain thread: tests are async and the start blocks.
-        SHARED.get_or_init(|| std::thread::spawn(ControlPlane::start).join().expect("control plane start"))
+        Self::shared_with(Kubelet::Fake)
     }
 
-    fn start() -> ControlPlane {
+    /// The control plane of this test process with the process kubelet (pods run as local processes; see
+    /// [`crate::kubelet`]). A test binary uses either this or [`ControlPlane::shared`].
+    pub fn shared_running_processes() -> &'static ControlPlane {
+        Self::shared_with(Kubelet::Process)
+    }
+
+    fn shared_with(kubelet: Kubelet) -> &'static ControlPlane {
+        // Started on a plain thread: tests are async and the start blocks.
+        let plane = SHARED.get_or_init(|| {
+            std::thread::spawn(move || ControlPlane::start(kubelet)).join().expect("control plane start")
+        });
+        assert_eq!(plane.kubelet, kubelet, "one kubelet kind per test process");
+        plane
+    }
+
+    fn start(kubelet: Kubelet) -> ControlPlane {
         let dir = std::env::temp_dir().join(format!("clip-kube-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("logs")).expect("control plane dir");
@@ -139,8 +163,12 @@ impl ControlPlane {
         servers.push(spawn(&dir, "scheduler", Command::new(bin.join("kube-scheduler")).args(common(free_port()))));
         watchdogs.push(watchdog(&servers));
         let kubelet_config = kubeconfig.clone();
-        std::thread::spawn(move || FakeKubelet::run(&kubelet_config));
-        ControlPlane { dir, kubeconfig, server, _processes: servers.into_iter().chain(watchdogs).collect() }
+        let pods_dir = dir.join("pods");
+        match kubelet {
+            Kubelet::Fake => std::thread::spawn(move || FakeKubelet::run(&kubelet_config)),
+            Kubelet::Process => std::thread::spawn(move || run_process_kubelet(&kubelet_config, pods_dir)),
+        };
+        ControlPlane { dir, kubeconfig, server, _processes: servers.into_iter().chain(watchdogs).collect(), kubelet }
     }
 
     /// A client of the admin user (build one per test: a client belongs to the runtime that made it).
@@ -179,28 +207,52 @@ impl ControlPlane {
     /// A kubeconfig authenticating as ServiceAccount `name` of `namespace` (a token from the TokenRequest API),
     /// so that a process runs with exactly the RBAC a pod of that account would have.
     pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
-        let client = self.client().await;
-        let accounts: Api<ServiceAccount> = Api::namespaced(client, namespace);
-        let request: k8s_openapi::api::authentication::v1::TokenRequest = serde_json::from_value(serde_json::json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600}
-        }))
-        .expect("token request");
-        let answer: k8s_openapi::api::authentication::v1::TokenRequest = accounts
-            .create_subresource("token", name, &PostParams::default(), &request)
-            .await
-            .expect("TokenRequest for the ServiceAccount");
-        let token = answer.status.and_then(|s| s.token).expect("a token in the TokenRequest status");
-        let path = self.dir.join(format!("kubeconfig-{namespace}-{name}"));
-        let admin = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
-        std::fs::write(&path, admin.replace(TOKEN, &token)).expect("write kubeconfig");
-        path
+        service_account_kubeconfig(&self.client().await, &self.kubeconfig, &self.dir, namespace, name).await
     }
 
     /// A log of one of the servers.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }
+}
+
+/// Writes into `dir` a copy of the admin kubeconfig whose token is ServiceAccount `namespace/name`'s.
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    admin: &Path,
+    dir: &Path,
+    namespace: &str,
+    name: &str,
+) -> PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request: k8s_openapi::api::authentication::v1::TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600}
+    }))
+    .expect("token request");
+    let answer: k8s_openapi::api::authentication::v1::TokenRequest = accounts
+        .create_subresource("token", name, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest for the ServiceAccount");
+    let token = answer.status.and_then(|s| s.token).expect("a token in the TokenRequest status");
+    let path = dir.join(format!("kubeconfig-{namespace}-{name}"));
+    let text = std::fs::read_to_string(admin).expect("kubeconfig");
+    std::fs::write(&path, text.replace(TOKEN, &token)).expect("write kubeconfig");
+    path
+}
+
+fn run_process_kubelet(kubeconfig: &Path, pods_dir: PathBuf) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("kubelet runtime");
+    runtime.block_on(async {
+        let client = client_for(kubeconfig).await;
+        register_node(&client).await;
+        let bin = crate::kubelet::bin_dir();
+        let mut kubelet = crate::kubelet::ProcessKubelet::new(client, pods_dir, kubeconfig.to_path_buf(), bin);
+        loop {
+            kubelet.step().await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
 }
 
 /// Waits until the API server answers and has created the `default` namespace.

@@ -4,6 +4,7 @@
 //! is stopped when its handle drops. `scripts/setup.sh` installs what is used here.
 
 pub mod kube;
+pub mod kubelet;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
