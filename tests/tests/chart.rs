@@ -56,7 +56,7 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn the_chart_lints_clean_with_defaults_and_with_every_option() {
     let out = ok(helm_here().args(["lint", "--strict", &chart()]).output().unwrap(), "helm lint");
     assert!(out.contains("0 chart(s) failed"), "{out}");
-    let all = "metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,operator.watchNamespace=search";
+    let all = "metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true,operator.watchNamespace=search";
     let out = ok(helm_here().args(["lint", "--strict", &chart(), "--set", all]).output().unwrap(), "helm lint (all)");
     assert!(out.contains("0 chart(s) failed"), "{out}");
 }
@@ -258,4 +258,38 @@ fn the_images_are_built_by_the_scripts_ci_runs_and_match_the_charts_commands() {
         [0]["command"][0];
     assert!(operator.contains(&format!("ENTRYPOINT [{command}]")), "the chart runs {command}");
     assert!(operator.contains("USER 10001"));
+}
+
+#[test]
+fn the_grafana_dashboard_is_valid_promql_over_metrics_the_project_exports() {
+    let objects = render(&["metrics.grafanaDashboard.enabled=true"]);
+    let map = find(&objects, "ConfigMap", "clip-retrieval-dashboard");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value = serde_json::from_str(map["data"]["clip-retrieval.json"].as_str().unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(exprs.len() >= 8);
+    // promtool parses each expression (as a recording rule).
+    let dir = tempfile::tempdir().unwrap();
+    let rules: Vec<Value> =
+        exprs.iter().enumerate().map(|(i, e)| json!({"record": format!("dashboard:expr{i}"), "expr": e})).collect();
+    let file = dir.path().join("dashboard-rules.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&json!({"groups": [{"name": "dashboard", "rules": rules}]})).unwrap())
+        .unwrap();
+    let out = Command::new(kube_bin().join("promtool")).arg("check").arg("rules").arg(&file).output().unwrap();
+    ok(out, "promtool check rules (dashboard expressions)");
+    // Every metric it reads is one the operator or the query server registers.
+    let sources = ["operator/src/metrics.rs", "services/clip-server/src/metrics.rs"]
+        .map(|f| std::fs::read_to_string(repo_root().join(f)).unwrap())
+        .join("\n");
+    for expr in &exprs {
+        for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|t| t.starts_with("clip_")) {
+            let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(sources.contains(&format!("\"{base}\"")), "the dashboard reads {name}, which nothing exports");
+        }
+    }
 }
