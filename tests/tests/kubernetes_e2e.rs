@@ -1,6 +1,6 @@
 //! End to end on Kubernetes, as a user: start the control plane, `helm install` the chart, put a dataset rendered by
 //! the synthetic generator on the real S3 server, apply an EmbeddingJob, an IndexBuild and a SearchDeployment, and
-//! query the service by text. Pods really run: the process kubelet (`clip_retrieval_tests::kubelet`) starts the
+//! query the service by text, routed through its Ingress and Service objects. Pods really run: the process kubelet (`clip_retrieval_tests::kubelet`) starts the
 //! project's binaries for them (the operator itself included, under the chart's ServiceAccount). One inference pod
 //! is killed mid-run: the job still completes with every sample exactly once.
 
@@ -11,7 +11,8 @@ use clip_retrieval_tests::{
     cli, python_summary, repo_root, run, shipped_model, S3Server, S3_ACCESS_KEY, S3_SECRET_KEY,
 };
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, PostParams};
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -73,11 +74,11 @@ async fn a_user_installs_the_chart_then_embeds_indexes_and_queries_on_kubernetes
         json!({"embeddings": {"embeddingJob": "shapes"}, "output": "s3://data/index", "maxIndexMemoryUsage": "100M"}),
     );
     create(&client, &ns, "IndexBuild", "shapes", build).await.unwrap();
-    let serve = placement(json!({"indices": {"shapes": {"indexBuild": "shapes"}}, "model": model, "replicas": 1}));
+    let serve = placement(json!({"indices": {"shapes": {"indexBuild": "shapes"}}, "model": model, "replicas": 1,
+                                 "ingress": {"host": "search.test", "path": "/"}}));
     create(&client, &ns, "SearchDeployment", "shapes", serve).await.unwrap();
 
     // Kill partition 0's process as soon as it has started.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let start = Instant::now();
     let victim = loop {
         let list = pods_with(&client, &ns, "clip-retrieval.io/partition=0").await;
@@ -121,8 +122,36 @@ async fn a_user_installs_the_chart_then_embeds_indexes_and_queries_on_kubernetes
     })
     .await;
     assert_eq!(ready["readyReplicas"], 1);
-    let server = pods_with(&client, &ns, "clip-retrieval.io/search-deployment=shapes").await;
-    let port = server[0].annotations()[PORT_ANNOTATION].clone();
+    // Route the query as an ingress controller and kube-proxy would (neither runs here): Ingress rule for the host
+    // -> Service -> its selector's ready pods -> the container port its targetPort names.
+    let ingress = Api::<Ingress>::namespaced(client.clone(), &ns).get("shapes").await.unwrap().spec.unwrap();
+    let rule = ingress.rules.unwrap().into_iter().find(|r| r.host.as_deref() == Some("search.test")).unwrap();
+    let backend = rule.http.unwrap().paths[0].backend.service.clone().unwrap();
+    let service = Api::<Service>::namespaced(client.clone(), &ns).get(&backend.name).await.unwrap().spec.unwrap();
+    let service_port = service
+        .ports
+        .unwrap()
+        .into_iter()
+        .find(|p| Some(p.port) == backend.port.as_ref().and_then(|b| b.number))
+        .unwrap();
+    let selector: Vec<String> = service.selector.unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let ready: Vec<Pod> = pods_with(&client, &ns, &selector.join(","))
+        .await
+        .into_iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .collect();
+    assert_eq!(ready.len(), 1, "the Service selects the serving pod");
+    let target = service_port.target_port.unwrap();
+    let named = ready[0].spec.as_ref().unwrap().containers[0].ports.as_ref().unwrap().iter().any(|p| {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(p.name.clone().unwrap_or_default()) == target
+    });
+    assert!(named, "the Service's targetPort {target:?} names the container port");
+    let port = ready[0].annotations()[PORT_ANNOTATION].clone();
     let answer: Vec<Value> = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/knn-service"))
         .body(json!({"text": "a red circle", "indice_name": "shapes", "num_images": 3}).to_string())
@@ -134,5 +163,4 @@ async fn a_user_installs_the_chart_then_embeds_indexes_and_queries_on_kubernetes
         .unwrap();
     let top = answer[0]["caption"].as_str().unwrap_or_default();
     assert!(top.contains("red") && top.contains("circle"), "top result for 'a red circle': {}", answer[0]);
-    drop(pods);
 }
