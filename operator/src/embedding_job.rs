@@ -7,7 +7,7 @@
 
 use crate::context::{owner_reference, Context, MANAGED_BY};
 use crate::crd::{EmbeddingJob, EmbeddingJobSpec, EmbeddingJobStatus, InputFormat};
-use crate::pods;
+use crate::pods::{self, job_state, JobState};
 use crate::status::{format_ranges, parse_ranges, set_condition};
 use crate::{Error, Result};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -27,14 +27,6 @@ pub const LABEL: &str = "clip-retrieval.io/embedding-job";
 /// Label with the partition id (per-partition Jobs).
 pub const PARTITION_LABEL: &str = "clip-retrieval.io/partition";
 const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
-
-/// How one partition (or, in Indexed mode, the whole Job) stands.
-#[derive(Debug, Clone, PartialEq)]
-enum JobState {
-    Running,
-    Succeeded,
-    Failed(String),
-}
 
 /// Brings the partitions' Jobs and the status in line with the spec.
 pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Action> {
@@ -122,22 +114,6 @@ fn observe_indexed(jobs: &[Job], succeeded: &mut BTreeSet<u32>) -> (Vec<(u32, St
         .collect();
     let running = if job_state(job) == JobState::Running { 1 } else { 0 };
     (failed, running)
-}
-
-fn job_state(job: &Job) -> JobState {
-    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-    let is = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
-    if is("Complete").is_some() {
-        return JobState::Succeeded;
-    }
-    if let Some(c) = is("Failed") {
-        let attempts = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
-        return JobState::Failed(format!(
-            "{} after {attempts} attempt(s)",
-            c.reason.clone().unwrap_or_else(|| "Failed".into())
-        ));
-    }
-    JobState::Running
 }
 
 /// Starts Jobs for partitions that have none, up to `parallelism` running; returns how many were started.

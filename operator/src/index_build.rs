@@ -117,24 +117,26 @@ async fn run_build(
         None => ctx.apply(namespace, &build_job(ib, folder)?).await?,
     };
     status.job_name = Some(name.clone());
-    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-    let is = |t: &str| conditions.iter().any(|c| c.type_ == t && c.status == "True");
-    if is("Complete") {
-        let pod = pods::last_termination(&ctx.client, namespace, &name, true).await?;
-        let report = pod.and_then(|t| t.message).unwrap_or_default();
-        apply_report(status, &report);
-        status.phase = "Complete".into();
-        status.completion_time = Some(crate::status::now());
-        set_condition(&mut status.conditions, "Progressing", false, "Built", "index built");
-        let summary = summary(status);
-        set_condition(&mut status.conditions, "Complete", true, "Built", &summary);
-        set_condition(&mut status.conditions, "Failed", false, "Built", "");
-    } else if is("Failed") {
-        let pod = pods::last_termination(&ctx.client, namespace, &name, false).await?;
-        fail(status, "BuildFailed", &format!("Job {name} failed{}", pods::describe_failure(pod.as_ref())));
-    } else {
-        status.phase = "Running".into();
-        set_condition(&mut status.conditions, "Progressing", true, "Building", &format!("Job {name} running"));
+    match pods::job_state(&job) {
+        pods::JobState::Succeeded => {
+            let pod = pods::last_termination(&ctx.client, namespace, &name, true).await?;
+            let report = pod.and_then(|t| t.message).unwrap_or_default();
+            apply_report(status, &report);
+            status.phase = "Complete".into();
+            status.completion_time = Some(crate::status::now());
+            set_condition(&mut status.conditions, "Progressing", false, "Built", "index built");
+            let summary = summary(status);
+            set_condition(&mut status.conditions, "Complete", true, "Built", &summary);
+            set_condition(&mut status.conditions, "Failed", false, "Built", "");
+        }
+        pods::JobState::Failed(_) => {
+            let pod = pods::last_termination(&ctx.client, namespace, &name, false).await?;
+            fail(status, "BuildFailed", &format!("Job {name} failed{}", pods::describe_failure(pod.as_ref())));
+        }
+        pods::JobState::Running => {
+            status.phase = "Running".into();
+            set_condition(&mut status.conditions, "Progressing", true, "Building", &format!("Job {name} running"));
+        }
     }
     Ok(())
 }

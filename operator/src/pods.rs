@@ -141,3 +141,31 @@ pub fn describe_failure(terminated: Option<&ContainerStateTerminated>) -> String
     }
     out
 }
+
+/// Where a Job stands, from its conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    /// Neither Complete nor Failed yet.
+    Running,
+    /// Condition Complete.
+    Succeeded,
+    /// Condition Failed: its reason and the attempts made (`BackoffLimitExceeded after 2 attempt(s)`).
+    Failed(String),
+}
+
+/// The state of `job`.
+pub fn job_state(job: &k8s_openapi::api::batch::v1::Job) -> JobState {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let is = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
+    if is("Complete").is_some() {
+        return JobState::Succeeded;
+    }
+    if let Some(c) = is("Failed") {
+        let attempts = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+        return JobState::Failed(format!(
+            "{} after {attempts} attempt(s)",
+            c.reason.clone().unwrap_or_else(|| "Failed".into())
+        ));
+    }
+    JobState::Running
+}

@@ -196,11 +196,8 @@ impl ControlPlane {
 
     /// `helm` against this control plane, with its config and cache inside the control plane's folder.
     pub fn helm(&self) -> Command {
-        let mut helm = Command::new(kube_bin().join("helm"));
-        helm.env("KUBECONFIG", &self.kubeconfig)
-            .env("HELM_CONFIG_HOME", self.dir.join("helm/config"))
-            .env("HELM_CACHE_HOME", self.dir.join("helm/cache"))
-            .env("HELM_DATA_HOME", self.dir.join("helm/data"));
+        let mut helm = helm(&self.dir.join("helm"));
+        helm.env("KUBECONFIG", &self.kubeconfig);
         helm
     }
 
@@ -214,6 +211,15 @@ impl ControlPlane {
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }
+}
+
+/// `helm` with its config, cache and data under `home` (never the user's).
+pub fn helm(home: &Path) -> Command {
+    let mut helm = Command::new(kube_bin().join("helm"));
+    helm.env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    helm
 }
 
 /// Writes into `dir` a copy of the admin kubeconfig whose token is ServiceAccount `namespace/name`'s.

@@ -20,12 +20,7 @@ fn chart() -> String {
 }
 
 fn helm_here() -> Command {
-    let dir = std::env::temp_dir().join(format!("clip-helm-{}", std::process::id()));
-    let mut helm = Command::new(kube_bin().join("helm"));
-    helm.env("HELM_CONFIG_HOME", dir.join("config"))
-        .env("HELM_CACHE_HOME", dir.join("cache"))
-        .env("HELM_DATA_HOME", dir.join("data"));
-    helm
+    clip_retrieval_tests::kube::helm(&std::env::temp_dir().join(format!("clip-helm-{}", std::process::id())))
 }
 
 fn ok(output: Output, what: &str) -> String {
