@@ -1,0 +1,90 @@
+//! `clip-retrieval index` and `index_combiner` flags: autofaiss's names for the memory budget and tuning, plus the
+//! modalities and the build summary the operator reads. Field order is the order `to_argv` writes flags in.
+
+use crate::values::{parse_bool, ByteSize, Metric, Modality};
+use crate::CommandArgs;
+use clap::{ArgAction, Args};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// `clip-retrieval index`.
+#[derive(Debug, Args, Serialize, Clone, PartialEq)]
+#[command(rename_all = "snake_case")]
+pub struct IndexArgs {
+    /// Folder written by `inference` (img_emb/, text_emb/, metadata/); local or s3://.
+    #[arg(long)]
+    pub embeddings_folder: String,
+    /// Where to write image.index, text.index, their reports and metadata.arrow; local or s3://.
+    #[arg(long)]
+    pub index_folder: String,
+    /// Memory the served index may take (e.g. 4G, 512M).
+    #[arg(long, default_value_t = ByteSize::gib(4))]
+    pub max_index_memory_usage: ByteSize,
+    /// Indices to build: image, text or both (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "image,text", value_parser = Modality::parse_item)]
+    pub modalities: Vec<Modality>,
+    /// Also write a short JSON summary here (index key, bytes, recall@10 per modality; under 4 KiB): the operator
+    /// points it at the pod's termination message (`/dev/termination-log`) to report the build in IndexBuild status.
+    #[arg(long)]
+    pub report_path: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Memory the build may use.
+    #[arg(long, default_value_t = ByteSize::gib(16))]
+    pub current_memory_available: ByteSize,
+    /// Also copy metadata/*.parquet into the index folder.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub copy_metadata: bool,
+    /// Sub-folder of image embeddings.
+    #[arg(long, default_value = "img_emb")]
+    pub image_subfolder: String,
+    /// Sub-folder of text embeddings.
+    #[arg(long, default_value = "text_emb")]
+    pub text_subfolder: String,
+    /// faiss threads (default: all cores).
+    #[arg(long)]
+    pub nb_cores: Option<usize>,
+    /// Distance: ip (cosine on normalised embeddings) or l2.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Metric::Ip)]
+    pub metric: Metric,
+    /// Single-query latency budget for tuning, in milliseconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_index_query_time_ms: f64,
+    /// Recall@10 the tuned index should reach; a warning says when it does not.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_recall: f64,
+    /// Force a faiss factory string (autofaiss's index_key), e.g. "IVF256,SQ8".
+    #[arg(long)]
+    pub index_key: Option<String>,
+    /// Reuse the trained indices of this index folder (e.g. part 0's) so that parts can be merged by index_combiner.
+    #[arg(long)]
+    pub trained_index_folder: Option<PathBuf>,
+}
+
+impl CommandArgs for IndexArgs {
+    const NAME: &'static str = "index";
+}
+
+impl IndexArgs {
+    /// Indexes `embeddings_folder` into `index_folder`, every other flag at its default.
+    pub fn new(embeddings_folder: &str, index_folder: &str) -> Self {
+        crate::parse_known(&["--embeddings_folder", embeddings_folder, "--index_folder", index_folder])
+    }
+}
+
+/// `clip-retrieval index_combiner`.
+#[derive(Debug, Args, Serialize, Clone, PartialEq)]
+#[command(rename_all = "snake_case")]
+pub struct IndexCombinerArgs {
+    /// Index folders of the parts, in id order (comma-separated, local).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub input_folders: Vec<String>,
+    /// Where the merged index folder goes (local).
+    #[arg(long)]
+    pub output_folder: String,
+}
+
+impl CommandArgs for IndexCombinerArgs {
+    const NAME: &'static str = "index_combiner";
+}

@@ -1,0 +1,23 @@
+//! Model selection flags shared by the subcommands that embed (`inference`, `filter`).
+
+use crate::values::Device;
+use clap::Args;
+use serde::Serialize;
+
+/// Which model, where it runs.
+#[derive(Debug, Args, Serialize, Clone, PartialEq)]
+#[command(rename_all = "snake_case")]
+pub struct ModelArgs {
+    /// Model folder in the immich/OpenCLIP ONNX layout: a path or s3:// URI. Default: the shipped models/tiny-clip.
+    #[arg(long)]
+    pub clip_model: Option<String>,
+    /// Where s3:// models are copied to (default ~/.cache/clip-retrieval/models).
+    #[arg(long)]
+    pub clip_cache_path: Option<String>,
+    /// Execution provider: cpu, cuda or cuda:N (CUDA needs the onnxruntime-gpu library in ORT_DYLIB_PATH).
+    #[arg(long, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// ONNX Runtime threads per model (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub num_threads: usize,
+}

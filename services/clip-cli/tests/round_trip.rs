@@ -1,0 +1,170 @@
+//! `parse(render(args)) == args` for every subcommand, with every flag set away from its default and with every
+//! flag at its default: the operator's pods get argv rendered by `to_argv`, so a flag the parser would read
+//! differently (renamed, retyped, reformatted) fails here, not in a cluster.
+
+use clip_cli::*;
+use std::path::PathBuf;
+
+fn round_trip<T: CommandArgs + PartialEq + std::fmt::Debug>(args: &T) -> Vec<String> {
+    let argv = args.to_argv();
+    assert_eq!(argv[0], T::NAME);
+    let parsed = T::parse_flags(&argv[1..]).unwrap_or_else(|e| panic!("{argv:?} does not parse: {e}"));
+    assert_eq!(&parsed, args, "argv {argv:?}");
+    let cli = Cli::try_parse_normalized(std::iter::once("clip-retrieval".to_string()).chain(argv.clone())).unwrap();
+    assert_ne!(format!("{:?}", cli.command), "", "the whole CLI parses it too");
+    argv
+}
+
+fn model() -> ModelArgs {
+    ModelArgs {
+        clip_model: Some("s3://models/ViT-B-32".into()),
+        clip_cache_path: Some("/cache/models".into()),
+        device: Device::Cuda(1),
+        num_threads: 3,
+    }
+}
+
+#[test]
+fn inference() {
+    let defaults = InferenceArgs::new("in", "out");
+    assert_eq!(round_trip(&defaults), ["inference", "--input_dataset", "in", "--output_folder", "out"]);
+    let all = InferenceArgs {
+        input_dataset: "s3://data/{000..009}.tar".into(),
+        input_format: InputFormat::Webdataset,
+        output_folder: "s3://out/emb".into(),
+        output_partition_count: Some(8),
+        partition_ids: Some(vec![2, 5]),
+        batch_size: 64,
+        num_prepro_workers: 7,
+        enable_text: false,
+        enable_image: false,
+        enable_metadata: true,
+        write_batch_size: 123,
+        subset_size: Some(99),
+        wds_image_key: "png".into(),
+        wds_caption_key: "caption".into(),
+        wds_number_file_per_input_file: 42,
+        embedding_dtype: EmbeddingDtype::Float32,
+        distribution_strategy: DistributionStrategy::Pyspark,
+        cache_path: Some("/tmp/c".into()),
+        use_mclip: true,
+        use_jit: true,
+        no_progress: true,
+        model: model(),
+    };
+    let argv = round_trip(&all);
+    assert_eq!(argv.iter().filter(|a| a.starts_with("--")).count(), 25, "{argv:?}");
+}
+
+#[test]
+fn index_and_combiner() {
+    let defaults = IndexArgs::new("emb", "idx");
+    assert_eq!(
+        round_trip(&defaults),
+        ["index", "--embeddings_folder", "emb", "--index_folder", "idx", "--modalities", "image,text"]
+    );
+    let all = IndexArgs {
+        embeddings_folder: "s3://e".into(),
+        index_folder: "s3://i".into(),
+        max_index_memory_usage: "1.5G".parse().unwrap(),
+        modalities: vec![Modality::Text],
+        report_path: Some(PathBuf::from("/dev/termination-log")),
+        no_progress: true,
+        current_memory_available: ByteSize(12345),
+        copy_metadata: false,
+        image_subfolder: "img".into(),
+        text_subfolder: "txt".into(),
+        nb_cores: Some(2),
+        metric: Metric::L2,
+        max_index_query_time_ms: 2.5,
+        min_recall: 0.9,
+        index_key: Some("IVF256,SQ8".into()),
+        trained_index_folder: Some(PathBuf::from("/parts/0")),
+    };
+    let argv = round_trip(&all);
+    assert!(argv.windows(2).any(|w| w == ["--max_index_memory_usage", "1536M"]), "{argv:?}");
+    round_trip(&IndexCombinerArgs { input_folders: vec!["a".into(), "b".into()], output_folder: "o".into() });
+}
+
+#[test]
+fn filter() {
+    let all = FilterArgs {
+        query: "a red circle, with --dashes".into(),
+        output_folder: "out".into(),
+        indice_folder: "idx".into(),
+        num_results: 5,
+        threshold: Some(0.25),
+        modality: Modality::Text,
+        query_type: QueryType::Text,
+        input_dataset: Some("shards".into()),
+        input_format: InputFormat::Parquet,
+        model: model(),
+    };
+    round_trip(&all);
+}
+
+#[test]
+fn back() {
+    assert_eq!(round_trip(&BackArgs::new("indices_paths.json")), ["back"]);
+    let all = BackArgs {
+        indices_paths: "/etc/clip-retrieval/indices_paths.json".into(),
+        port: 8080,
+        host: "127.0.0.1".into(),
+        enable_faiss_memory_mapping: true,
+        columns_to_return: Some("url,caption".parse().unwrap()),
+        clip_model: Some("m".into()),
+        provide_safety_model: true,
+        provide_violence_detector: true,
+        provide_aesthetic_embeddings: false,
+        safety_model: Some("s.onnx".into()),
+        violence_detector: Some("v.npy".into()),
+        aesthetic_embeddings: Some("aes".into()),
+        default_backend: Some("http://x/".into()),
+        default_index: Some("laion".into()),
+        url_column: "URL".into(),
+        front_dist: Some(PathBuf::from("/ui")),
+        max_num_images: 10,
+        max_num_result_ids: 20,
+        max_body_size: ByteSize::mib(3),
+        request_timeout: Seconds(2.5),
+        allow_private_urls: true,
+        image_url_timeout: Seconds(1.0),
+        image_url_max_size: ByteSize(1000),
+        search_threads: Some(1),
+        max_encode_batch: 8,
+        cache_path: Some("/c".into()),
+        enable_hdf5: Some(true),
+        reorder_metadata_by_ivf_index: Some(false),
+        use_jit: Some(true),
+        use_arrow: Some(false),
+        enable_mclip_option: Some(true),
+    };
+    round_trip(&all);
+    assert_eq!(all.ignored_flags().len(), 5);
+}
+
+#[test]
+fn sample_dataset_and_end2end() {
+    round_trip(&SampleDatasetArgs {
+        output_folder: "d".into(),
+        count: 5,
+        seed: 7,
+        output_format: InputFormat::Webdataset,
+        shard_size: 2,
+        start: 3,
+    });
+    round_trip(&End2endArgs {
+        input_dataset: Some("d".into()),
+        output_folder: "o".into(),
+        input_format: InputFormat::Parquet,
+        sample_count: 9,
+        max_index_memory_usage: ByteSize::mib(64),
+        run_back: false,
+        port: 0,
+        host: "127.0.0.1".into(),
+        clip_model: Some("m".into()),
+        batch_size: 3,
+        front_dist: Some(PathBuf::from("ui")),
+        no_progress: true,
+    });
+}
