@@ -6,21 +6,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The CLI's value types, shared so that a spec value is exactly a flag value.
+pub use clip_cli::{InputFormat, Modality as IndexModality};
+
 /// API group of every resource.
 pub const GROUP: &str = "clip-retrieval.io";
-
-/// How the input dataset is stored (`clip-retrieval inference --input_format`).
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    /// A folder of images with .txt captions.
-    #[default]
-    Files,
-    /// Tar shards.
-    Webdataset,
-    /// Parquet files with image bytes.
-    Parquet,
-}
 
 /// Compute resources of the pods the operator starts.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -194,16 +184,6 @@ pub struct EmbeddingsSource {
     /// Embeddings folder (s3:// or path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-}
-
-/// Which indices of a folder to build.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum IndexModality {
-    /// image.index from img_emb/.
-    Image,
-    /// text.index from text_emb/.
-    Text,
 }
 
 /// Builds the faiss indices of an embeddings folder with `clip-retrieval index`, as a Job.

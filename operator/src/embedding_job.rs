@@ -6,10 +6,11 @@
 //! never started again; the inference resume rules make a repeated partition harmless anyway.
 
 use crate::context::{owner_reference, Context, MANAGED_BY};
-use crate::crd::{EmbeddingJob, EmbeddingJobSpec, EmbeddingJobStatus, InputFormat};
+use crate::crd::{EmbeddingJob, EmbeddingJobSpec, EmbeddingJobStatus};
 use crate::pods::{self, job_state, JobState};
 use crate::status::{format_ranges, parse_ranges, set_condition};
 use crate::{Error, Result};
+use clip_cli::{CommandArgs, InferenceArgs};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -204,39 +205,23 @@ pub fn job_name(ej: &EmbeddingJob, partition: Option<u32>, indexed: bool) -> Str
     }
 }
 
-/// The `clip-retrieval inference` arguments for partition `partition` (a literal id or `$(PARTITION_ID)`).
-pub fn inference_args(spec: &EmbeddingJobSpec, partition: &str) -> Vec<String> {
-    let format = match spec.input_format {
-        InputFormat::Files => "files",
-        InputFormat::Webdataset => "webdataset",
-        InputFormat::Parquet => "parquet",
-    };
-    let mut args: Vec<String> = [
-        "inference",
-        "--input_dataset",
-        &spec.input,
-        "--input_format",
-        format,
-        "--output_folder",
-        &spec.output,
-        "--output_partition_count",
-        &spec.partitions.to_string(),
-        "--partition_ids",
-        partition,
-        "--batch_size",
-        &spec.batch_size.to_string(),
-        "--enable_metadata",
-        "true",
-        "--no_progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(model) = &spec.model {
-        args.extend(["--clip_model".into(), model.clone()]);
+/// The `clip-retrieval inference` arguments for partition `partition`, or for the partition in `$(PARTITION_ID)`
+/// (the Indexed Job's completion index, expanded by the kubelet) when `None`.
+pub fn inference_args(spec: &EmbeddingJobSpec, partition: Option<u32>) -> Vec<String> {
+    let mut args = InferenceArgs::new(&spec.input, &spec.output);
+    args.input_format = spec.input_format;
+    args.output_partition_count = Some(spec.partitions as usize);
+    args.partition_ids = Some(vec![partition.unwrap_or(0) as usize]);
+    args.batch_size = spec.batch_size as usize;
+    args.enable_metadata = true;
+    args.no_progress = true;
+    args.model.clip_model = spec.model.clone();
+    args.model.device = pods::device(&spec.placement);
+    let mut argv = args.to_argv();
+    if partition.is_none() {
+        pods::replace_value(&mut argv, "--partition_ids", "$(PARTITION_ID)");
     }
-    args.extend(pods::device_args(&spec.placement));
-    args
+    argv
 }
 
 fn labels(ej: &EmbeddingJob, partition: Option<u32>) -> BTreeMap<String, String> {
@@ -250,8 +235,7 @@ fn labels(ej: &EmbeddingJob, partition: Option<u32>) -> BTreeMap<String, String>
 
 /// The Job computing one partition, retried alone up to `retriesPerPartition` times.
 pub fn partition_job(ej: &EmbeddingJob, partition: u32) -> Result<Job> {
-    let container =
-        pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, &partition.to_string()), vec![]);
+    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, Some(partition)), vec![]);
     let spec = JobSpec {
         backoff_limit: Some(ej.spec.retries_per_partition as i32),
         completions: Some(1),
@@ -265,7 +249,7 @@ pub fn partition_job(ej: &EmbeddingJob, partition: u32) -> Result<Job> {
 /// The Indexed Job running every partition (`backoffLimitPerIndex` = `retriesPerPartition`).
 pub fn indexed_job(ej: &EmbeddingJob) -> Result<Job> {
     let env = vec![pods::env_from_annotation("PARTITION_ID", COMPLETION_INDEX_ANNOTATION)];
-    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, "$(PARTITION_ID)"), env);
+    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, None), env);
     let spec = JobSpec {
         completion_mode: Some("Indexed".into()),
         completions: Some(ej.spec.partitions as i32),

@@ -17,6 +17,9 @@ pub enum Error {
     /// An object lacks a field the API server always sets (namespace, uid, ...).
     #[error("{0} has no {1}")]
     MissingField(String, &'static str),
+    /// A spec value the schema admits but the CLI cannot take (e.g. a memory quantity in another syntax).
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
 }
 
 impl Error {
@@ -27,6 +30,7 @@ impl Error {
             Error::Kube(_) => "client",
             Error::Serialise { .. } => "serialise",
             Error::MissingField(..) => "missing_field",
+            Error::InvalidSpec(_) => "invalid_spec",
         }
     }
 }

@@ -3,10 +3,11 @@
 //! summary (`--report_path /dev/termination-log`, read back from the pod's termination message).
 
 use crate::context::{owner_reference, Context, MANAGED_BY};
-use crate::crd::{EmbeddingJob, IndexBuild, IndexBuildSpec, IndexBuildStatus, IndexModality};
+use crate::crd::{EmbeddingJob, IndexBuild, IndexBuildSpec, IndexBuildStatus};
 use crate::pods;
 use crate::status::set_condition;
 use crate::{Error, Result};
+use clip_cli::{CommandArgs, IndexArgs};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -174,44 +175,28 @@ pub fn job_name(ib: &IndexBuild) -> String {
 }
 
 /// The `clip-retrieval index` arguments.
-pub fn index_args(spec: &IndexBuildSpec, folder: &str) -> Vec<String> {
-    let modalities: Vec<&str> = spec
-        .modalities
-        .iter()
-        .map(|m| match m {
-            IndexModality::Image => "image",
-            IndexModality::Text => "text",
-        })
-        .collect();
-    let mut args: Vec<String> = [
-        "index",
-        "--embeddings_folder",
-        folder,
-        "--index_folder",
-        &spec.output,
-        "--max_index_memory_usage",
-        &spec.max_index_memory_usage,
-        "--modalities",
-        &modalities.join(","),
-        "--report_path",
-        REPORT_PATH,
-        "--no_progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+pub fn index_args(spec: &IndexBuildSpec, folder: &str) -> Result<Vec<String>> {
+    let mut args = IndexArgs::new(folder, &spec.output);
+    args.max_index_memory_usage =
+        spec.max_index_memory_usage.parse().map_err(|e| Error::InvalidSpec(format!("maxIndexMemoryUsage {e}")))?;
+    args.modalities = spec.modalities.clone();
+    args.report_path = Some(REPORT_PATH.into());
+    args.no_progress = true;
     if let Some(memory) = &spec.placement.resources.memory {
         // The build sizes its training sample to the pod's memory (Kubernetes quantity -> the CLI's syntax).
-        args.extend(["--current_memory_available".into(), memory.trim_end_matches('i').to_string()]);
+        args.current_memory_available = memory
+            .trim_end_matches('i')
+            .parse()
+            .map_err(|e| Error::InvalidSpec(format!("placement.resources.memory {e}")))?;
     }
-    args
+    Ok(args.to_argv())
 }
 
 /// The Job building the index of `folder`.
 pub fn build_job(ib: &IndexBuild, folder: &str) -> Result<Job> {
     let labels =
         BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (LABEL.to_string(), ib.name_any())]);
-    let mut container = pods::container("index", &ib.spec.placement, index_args(&ib.spec, folder), vec![]);
+    let mut container = pods::container("index", &ib.spec.placement, index_args(&ib.spec, folder)?, vec![]);
     container.termination_message_path = Some(REPORT_PATH.into());
     Ok(Job {
         metadata: ObjectMeta {

@@ -100,12 +100,21 @@ pub fn env_from_annotation(name: &str, annotation: &str) -> EnvVar {
     }
 }
 
-/// `--device cuda` when the pods get GPUs.
-pub fn device_args(placement: &Placement) -> Vec<String> {
+/// The execution device of pods placed with `placement`: CUDA when they get GPUs.
+pub fn device(placement: &Placement) -> clip_cli::Device {
     if placement.resources.gpu > 0 {
-        vec!["--device".into(), "cuda".into()]
+        clip_cli::Device::Cuda(0)
     } else {
-        Vec::new()
+        clip_cli::Device::Cpu
+    }
+}
+
+/// Sets the value after `flag` in `argv` (for values only the kubelet knows, such as `$(PARTITION_ID)`).
+pub fn replace_value(argv: &mut [String], flag: &str, value: &str) {
+    if let Some(at) = argv.iter().position(|a| a == flag) {
+        if let Some(v) = argv.get_mut(at + 1) {
+            *v = value.to_string();
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use crate::crd::{IndexBuild, SearchDeployment, SearchDeploymentSpec, SearchDeplo
 use crate::pods;
 use crate::status::{is_true, set_condition};
 use crate::{Error, Result};
+use clip_cli::{BackArgs, CommandArgs};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec, Volume,
@@ -265,24 +266,17 @@ pub fn config_map(sd: &SearchDeployment, indices: &BTreeMap<String, (String, Str
 }
 
 /// The `clip-retrieval back` arguments.
-pub fn back_args(spec: &SearchDeploymentSpec) -> Vec<String> {
-    let mut args = vec![
-        "back".to_string(),
-        "--indices_paths".into(),
-        format!("{CONFIG_DIR}/indices_paths.json"),
-        "--port".into(),
-        spec.port.to_string(),
-    ];
-    if let Some(model) = &spec.model {
-        args.extend(["--clip_model".into(), model.clone()]);
-    }
-    args
+pub fn back_args(spec: &SearchDeploymentSpec) -> Result<Vec<String>> {
+    let mut args = BackArgs::new(&format!("{CONFIG_DIR}/indices_paths.json"));
+    args.port = u16::try_from(spec.port).map_err(|_| Error::InvalidSpec(format!("port {} > 65535", spec.port)))?;
+    args.clip_model = spec.model.clone();
+    Ok(args.to_argv())
 }
 
 /// The Deployment of query servers (no replica count under autoscaling: the HPA owns it).
 pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, String)>) -> Result<Deployment> {
     let spec = &sd.spec;
-    let mut container = pods::container("back", &spec.placement, back_args(spec), vec![]);
+    let mut container = pods::container("back", &spec.placement, back_args(spec)?, vec![]);
     let port = spec.port as i32;
     // Server-side apply on 1.20 needs `protocol`: it is part of these lists' merge keys.
     container.ports = Some(vec![ContainerPort {

@@ -187,7 +187,7 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match UNITS.iter().find(|(_, shift)| self.0 > 0 && self.0 % (1u64 << shift) == 0) {
+        match UNITS.iter().find(|(_, shift)| self.0 > 0 && self.0.is_multiple_of(1u64 << shift)) {
             Some((unit, shift)) => write!(f, "{}{unit}", self.0 >> shift),
             None => write!(f, "{}", self.0),
         }
@@ -260,6 +260,18 @@ macro_rules! serialize_as_display {
 }
 serialize_as_display!(Device, ByteSize, Seconds, ColumnList);
 
+/// Displays the value enums as their flag spelling (`webdataset`).
+macro_rules! display_as_value_name {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.to_possible_value().expect("no skipped variants").get_name())
+            }
+        }
+    )*};
+}
+display_as_value_name!(InputFormat, Modality, EmbeddingDtype, DistributionStrategy, Metric, QueryType);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +312,13 @@ mod tests {
         assert_eq!(parse("['url', 'caption']").unwrap(), vec!["url", "caption"]);
         assert_eq!(parse(r#"["image_path"]"#).unwrap(), vec!["image_path"]);
         assert!(parse("[]").is_err());
+    }
+
+    #[test]
+    fn enums_display_as_their_flag_value() {
+        assert_eq!(InputFormat::Webdataset.to_string(), "webdataset");
+        assert_eq!(EmbeddingDtype::Float16.to_string(), "float16");
+        assert_eq!(serde_json::to_value(Metric::L2).unwrap(), "l2");
     }
 
     #[test]

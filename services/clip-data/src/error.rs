@@ -28,6 +28,9 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A flag or setting names something unusable (e.g. `--clip_model` names no folder).
+    #[error("configuration: {0}")]
+    Config(String),
     /// The input selects nothing.
     #[error("{path}: {reason}")]
     Empty {

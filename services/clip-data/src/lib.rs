@@ -6,7 +6,9 @@ pub mod braces;
 pub mod dataset;
 pub mod dataset_writer;
 pub mod error;
+pub mod extract;
 pub mod metadata;
+pub mod model_source;
 pub mod npy;
 pub mod storage;
 

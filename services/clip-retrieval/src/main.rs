@@ -1,19 +1,36 @@
-//! `clip-retrieval`: the command line. A thin shell: parse flags, set up logging and progress, call the engine.
+//! `clip-retrieval`: the command line. A thin shell: flags parsed once into clip-cli's typed args, logging set up,
+//! then one module per subcommand converts its args into engine options and calls one library entry point.
 
-mod args;
 mod back;
-mod commands;
+mod convert;
+mod end2end;
 mod filter;
+mod index;
+mod inference;
+mod sample_dataset;
 
-use clap::Parser;
+use clip_cli::{Cli, Command};
 
 fn main() {
-    let cli = args::Cli::parse();
+    let cli = Cli::try_parse_normalized(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("CLIP_RETRIEVAL_LOG").unwrap_or_else(|_| "info,ort=warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    if let Err(e) = commands::run(cli) {
+    if let Err(e) = run(cli.command) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Runs one subcommand.
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Inference(a) => inference::run(*a),
+        Command::SampleDataset(a) => sample_dataset::run(a),
+        Command::Index(a) => index::run(*a),
+        Command::IndexCombiner(a) => index::combine(a),
+        Command::Filter(a) => filter::run(*a),
+        Command::Back(a) => back::run(*a),
+        Command::End2end(a) => end2end::run(*a),
     }
 }

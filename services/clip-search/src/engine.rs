@@ -129,7 +129,7 @@ impl Default for EngineOptions {
             max_num_images: 1000,
             max_num_result_ids: 10_000,
             search_threads: cores,
-            cache_folder: crate::model_source::default_cache().with_file_name("indices-cache"),
+            cache_folder: clip_data::model_source::default_cache().with_file_name("indices-cache"),
         }
     }
 }

@@ -8,8 +8,8 @@ pub mod encoder;
 pub mod engine;
 pub mod error;
 pub mod fetch;
+pub mod filter;
 pub mod filters;
-pub mod model_source;
 pub mod resource;
 pub mod result_image;
 

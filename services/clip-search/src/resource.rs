@@ -86,7 +86,7 @@ impl IndexResource {
         }
         let available = rows.as_ref().map(RowStore::columns).unwrap_or_default();
         let columns = o.columns_to_return.iter().filter(|c| available.contains(c)).cloned().collect();
-        let model_folder = crate::model_source::resolve(o.clip_model.as_deref(), None)?;
+        let model_folder = clip_data::model_source::resolve(o.clip_model.as_deref(), None)?;
         let encoder = models.get(model_folder.clone(), limits)?;
         if encoder.embed_dim() != dim {
             return Err(SearchError::Config(format!(

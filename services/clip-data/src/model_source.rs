@@ -1,7 +1,7 @@
 //! Resolving `--clip_model` to a local model folder: a path, an s3:// folder (copied to a cache), or the shipped model.
 
-use crate::error::{Result, SearchError};
-use clip_data::{storage, Location};
+use crate::error::{DataError, Result};
+use crate::storage::{self, Location};
 use std::path::{Path, PathBuf};
 
 /// Folder name of the model shipped in the repository.
@@ -28,14 +28,14 @@ fn shipped_model() -> Option<PathBuf> {
 pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf> {
     let Some(spec) = clip_model else {
         return shipped_model().ok_or_else(|| {
-            SearchError::Config(format!(
+            DataError::Config(format!(
                 "no --clip_model given and the shipped {SHIPPED_MODEL} was not found; set CLIP_RETRIEVAL_MODEL"
             ))
         });
     };
     match Location::parse(spec) {
         Location::Local(p) if p.is_dir() => Ok(p),
-        Location::Local(_) => Err(SearchError::Config(format!(
+        Location::Local(_) => Err(DataError::Config(format!(
             "--clip_model {spec:?}: no such folder. Models are folders in the immich/OpenCLIP ONNX layout (local or \
              s3://); for a named checkpoint such as ViT-B/32, export one while online with \
              models/scripts/export_openclip.py --model ViT-B-32 --pretrained <tag> --out <folder>"

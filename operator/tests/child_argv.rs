@@ -1,0 +1,153 @@
+//! Every command line the operator gives a pod, parsed by the real `clip-retrieval` parser (clip-cli's `Cli`,
+//! exactly as the binary parses it, without the kebab-case normalisation): for each spec in `examples/` and the
+//! specs of the cluster tests, every child it can build. A flag renamed, retyped or reformatted in clip-cli fails
+//! here in milliseconds instead of in a pod. The parsed values are checked against the spec they came from.
+
+use clap::Parser;
+use clip_cli::{ByteSize, Cli, Command, Device};
+use clip_operator::crd::{EmbeddingJob, IndexBuild, SearchDeployment};
+use clip_operator::{embedding_job, index_build, search_deployment};
+use k8s_openapi::api::core::v1::PodSpec;
+use kube::Resource;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The resource of `kind` from `examples/<file>`.
+fn example(file: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+    let yaml: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    yaml["spec"].clone()
+}
+
+/// A resource as the API server hands it to the operator (namespace, uid, generation set).
+fn resource<K: Resource + serde::de::DeserializeOwned>(kind: &str, spec: Value) -> K {
+    serde_json::from_value(json!({
+        "apiVersion": "clip-retrieval.io/v1alpha1", "kind": kind,
+        "metadata": {"name": "r", "namespace": "ns", "uid": "uid-1", "generation": 2}, "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("{kind}: {e}"))
+}
+
+/// Parses the first container's argv; `$(PARTITION_ID)` is expanded by the kubelet, here to `partition`.
+fn parsed(pod: &PodSpec, partition: u32) -> Command {
+    let args = pod.containers[0].args.clone().unwrap();
+    let argv = std::iter::once("clip-retrieval".to_string())
+        .chain(args.iter().map(|a| a.replace("$(PARTITION_ID)", &partition.to_string())));
+    Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?} does not parse:\n{e}")).command
+}
+
+fn embedding_job_specs() -> Vec<Value> {
+    vec![
+        example("embeddingjob.yaml"),
+        // operator.rs: the GPU happy path, the failing partition, the leader tests.
+        json!({"input": "s3://data/shards/{000..003}.tar", "inputFormat": "webdataset", "output": "s3://data/emb",
+               "model": "s3://models/tiny-clip", "batchSize": 64, "partitions": 5, "parallelism": 2,
+               "retriesPerPartition": 2, "image": "clip-retrieval:test",
+               "resources": {"gpu": 1, "cpu": "2", "memory": "4Gi"}}),
+        json!({"input": "/data/in", "output": "/data/out", "partitions": 3, "parallelism": 3,
+               "retriesPerPartition": 1, "image": "clip-retrieval:test"}),
+        json!({"input": "/data/in", "output": "s3://data/emb", "partitions": 2, "parallelism": 2, "image": "i"}),
+        // kubernetes_e2e.rs.
+        json!({"input": "s3://data/shards/{00000..00002}.tar", "inputFormat": "webdataset",
+               "output": "s3://data/embeddings", "model": "/models/tiny-clip", "partitions": 3, "parallelism": 2,
+               "batchSize": 32, "image": "clip-retrieval:local"}),
+        json!({"input": "s3://p/", "inputFormat": "parquet", "output": "o", "partitions": 1, "image": "i"}),
+    ]
+}
+
+#[test]
+fn every_inference_pod_parses_to_its_spec() {
+    for spec_json in embedding_job_specs() {
+        let ej: EmbeddingJob = resource("EmbeddingJob", spec_json.clone());
+        let spec = &ej.spec;
+        let check = |command: Command, partition: u32| {
+            let Command::Inference(a) = command else { panic!("{spec_json}: not inference") };
+            assert_eq!(a.input_dataset, spec.input);
+            assert_eq!(a.output_folder, spec.output);
+            assert_eq!(a.input_format, spec.input_format);
+            assert_eq!(a.output_partition_count, Some(spec.partitions as usize));
+            assert_eq!(a.partition_ids, Some(vec![partition as usize]));
+            assert_eq!(a.batch_size, spec.batch_size as usize);
+            assert!(a.enable_metadata && a.no_progress);
+            assert_eq!(a.model.clip_model, spec.model);
+            let gpu = spec.placement.resources.gpu > 0;
+            assert_eq!(a.model.device, if gpu { Device::Cuda(0) } else { Device::Cpu });
+        };
+        for partition in 0..spec.partitions {
+            let job = embedding_job::partition_job(&ej, partition).unwrap();
+            check(parsed(&job.spec.unwrap().template.spec.unwrap(), partition), partition);
+        }
+        let indexed = embedding_job::indexed_job(&ej).unwrap();
+        let pod = indexed.spec.unwrap().template.spec.unwrap();
+        check(parsed(&pod, spec.partitions - 1), spec.partitions - 1);
+    }
+}
+
+#[test]
+fn every_index_build_pod_parses_to_its_spec() {
+    let specs = [
+        example("indexbuild.yaml"),
+        json!({"embeddings": {"embeddingJob": "emb"}, "output": "s3://data/index", "maxIndexMemoryUsage": "1G",
+               "modalities": ["image", "text"], "image": "clip-retrieval:test", "resources": {"memory": "8Gi"}}),
+        json!({"embeddings": {"embeddingJob": "shapes"}, "output": "s3://data/index", "maxIndexMemoryUsage": "100M",
+               "image": "i"}),
+        json!({"embeddings": {"uri": "s3://e"}, "output": "o", "maxIndexMemoryUsage": "1.5GB",
+               "modalities": ["text"], "image": "i", "resources": {"memory": "512Mi"}}),
+    ];
+    for spec_json in specs {
+        let ib: IndexBuild = resource("IndexBuild", spec_json.clone());
+        let job = index_build::build_job(&ib, "s3://data/emb").unwrap();
+        let Command::Index(a) = parsed(&job.spec.unwrap().template.spec.unwrap(), 0) else { panic!("not index") };
+        assert_eq!((a.embeddings_folder.as_str(), a.index_folder.as_str()), ("s3://data/emb", ib.spec.output.as_str()));
+        assert_eq!(a.max_index_memory_usage, ib.spec.max_index_memory_usage.parse::<ByteSize>().unwrap());
+        assert_eq!(a.modalities, ib.spec.modalities);
+        assert_eq!(a.report_path.as_deref(), Some(std::path::Path::new("/dev/termination-log")));
+        if let Some(memory) = &ib.spec.placement.resources.memory {
+            assert_eq!(a.current_memory_available.to_string(), memory.trim_end_matches('i'), "{spec_json}");
+        }
+    }
+}
+
+#[test]
+fn every_search_pod_parses_to_its_spec() {
+    let specs = [
+        example("searchdeployment.yaml"),
+        json!({"indices": {"laion": {"indexBuild": "idx"}}, "image": "clip-retrieval:test", "port": 8080,
+               "model": "s3://models/tiny-clip"}),
+        json!({"indices": {"a": {"uri": "s3://x"}}, "image": "i", "replicas": 1}),
+    ];
+    for spec_json in specs {
+        let sd: SearchDeployment = resource("SearchDeployment", spec_json.clone());
+        let indices = BTreeMap::from([("a".to_string(), ("s3://x".to_string(), "v1".to_string()))]);
+        let deployment = search_deployment::deployment(&sd, &indices).unwrap();
+        let Command::Back(a) = parsed(&deployment.spec.template.spec.unwrap(), 0) else { panic!("not back") };
+        assert_eq!(a.port as u32, sd.spec.port, "{spec_json}");
+        assert_eq!(a.clip_model, sd.spec.model);
+        assert_eq!(a.indices_paths, "/etc/clip-retrieval/indices_paths.json");
+    }
+}
+
+/// The examples' command lines, written out: what users' clusters run today. A flag renamed in clip-cli changes
+/// these (and breaks the images already deployed, which parse the old name), so it must fail a test.
+#[test]
+fn the_examples_run_these_command_lines() {
+    let ej: EmbeddingJob = resource("EmbeddingJob", example("embeddingjob.yaml"));
+    assert_eq!(
+        embedding_job::inference_args(&ej.spec, Some(1)).join(" "),
+        "inference --input_dataset s3://clip-data/shards/{0000..0003}.tar --input_format webdataset \
+         --output_folder s3://clip-data/embeddings --output_partition_count 4 --partition_ids 1 \
+         --enable_metadata true --no_progress"
+    );
+    let ib: IndexBuild = resource("IndexBuild", example("indexbuild.yaml"));
+    assert_eq!(
+        index_build::index_args(&ib.spec, "s3://clip-data/embeddings").unwrap().join(" "),
+        "index --embeddings_folder s3://clip-data/embeddings --index_folder s3://clip-data/index \
+         --max_index_memory_usage 1G --modalities image,text --report_path /dev/termination-log --no_progress \
+         --current_memory_available 4G"
+    );
+    let sd: SearchDeployment = resource("SearchDeployment", example("searchdeployment.yaml"));
+    assert_eq!(
+        search_deployment::back_args(&sd.spec).unwrap().join(" "),
+        "back --indices_paths /etc/clip-retrieval/indices_paths.json"
+    );
+}

@@ -1,0 +1,142 @@
+//! `clip-retrieval index` and `index_combiner`: typed flags -> the folder build (bars per stage, a printed
+//! summary, the operator's `--report_path` JSON), and the merge of part folders.
+
+use crate::convert;
+use anyhow::{bail, Context, Result};
+use clip_cli::{IndexArgs, IndexCombinerArgs};
+use clip_data::Location;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+/// Runs `index`.
+pub fn run(a: IndexArgs) -> Result<()> {
+    let job = folder_build(&a);
+    let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {bar:30} {pos}/{len} rows ({per_sec})")
+            .expect("valid template"),
+    );
+    let progress = IndexBar { bar };
+    let report = clip_index::build_folder(&job, &progress)?;
+    progress.bar.finish_and_clear();
+    for (modality, r) in &report.indices {
+        println!(
+            "{}.index: {} vectors, {} ({}), recall@10 {:.3} at {:.2} ms/query, {:.1} MB (budget {:.1} MB), built in {:.1}s",
+            modality.name(),
+            r.count,
+            r.index_key,
+            if r.index_param.is_empty() { "exact" } else { &r.index_param },
+            r.recall_at_10,
+            r.query_ms,
+            r.index_bytes as f64 / 1e6,
+            r.max_index_memory_usage as f64 / 1e6,
+            r.build_seconds
+        );
+    }
+    if let Some(rows) = report.metadata_rows {
+        println!("metadata.arrow: {rows} rows");
+    }
+    println!("index folder: {}", a.index_folder);
+    if let Some(path) = &a.report_path {
+        std::fs::write(path, build_summary(&report).to_string())
+            .with_context(|| format!("--report_path {}: cannot write", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The build job of the flags.
+fn folder_build(a: &IndexArgs) -> clip_index::FolderBuild {
+    let mut options = clip_index::BuildOptions {
+        max_index_memory: a.max_index_memory_usage.bytes(),
+        current_memory_available: a.current_memory_available.bytes(),
+        metric: convert::metric(a.metric),
+        index_key: a.index_key.clone(),
+        max_query_ms: a.max_index_query_time_ms,
+        min_recall: a.min_recall,
+        ..Default::default()
+    };
+    if let Some(n) = a.nb_cores {
+        options.threads = n;
+    }
+    clip_index::FolderBuild {
+        embeddings_folder: Location::parse(&a.embeddings_folder),
+        index_folder: Location::parse(&a.index_folder),
+        image_subfolder: a.image_subfolder.clone(),
+        text_subfolder: a.text_subfolder.clone(),
+        modalities: a.modalities.iter().copied().map(convert::modality).collect(),
+        copy_metadata: a.copy_metadata,
+        options,
+        trained_index_folder: a.trained_index_folder.clone(),
+    }
+}
+
+/// An indicatif bar per build stage (training, adding, tuning).
+struct IndexBar {
+    bar: ProgressBar,
+}
+
+impl clip_index::BuildProgress for IndexBar {
+    fn stage(&self, name: &str, total: u64) {
+        self.bar.set_prefix(name.to_string());
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+    }
+    fn advance(&self, n: u64) {
+        self.bar.inc(n);
+    }
+}
+
+/// The `--report_path` summary: `{"indices": {"image": {"index_key", "index_bytes", "recall_at_10", "count"}, ...},
+/// "metadata_rows": n}`. Kept small: a pod's termination message holds at most 4 KiB.
+fn build_summary(report: &clip_index::FolderReport) -> serde_json::Value {
+    let indices: serde_json::Map<String, serde_json::Value> = report
+        .indices
+        .iter()
+        .map(|(modality, r)| {
+            let summary = serde_json::json!({
+                "index_key": r.index_key, "index_bytes": r.index_bytes, "recall_at_10": r.recall_at_10, "count": r.count,
+            });
+            (modality.name().to_string(), summary)
+        })
+        .collect();
+    serde_json::json!({ "indices": indices, "metadata_rows": report.metadata_rows })
+}
+
+/// Runs `index_combiner`.
+pub fn combine(a: IndexCombinerArgs) -> Result<()> {
+    let parts: Vec<PathBuf> = a.input_folders.iter().map(PathBuf::from).collect();
+    let out = PathBuf::from(&a.output_folder);
+    let mut merged = 0;
+    for modality in [clip_index::Modality::Image, clip_index::Modality::Text] {
+        if let Some(m) = clip_index::merge::merge_modality(&parts, &out, modality)? {
+            println!("{}.index: {} vectors from {} parts", modality.name(), m.count, m.parts);
+            merged += 1;
+        }
+    }
+    if merged == 0 {
+        bail!("none of {:?} holds image.index or text.index", a.input_folders);
+    }
+    if let Some(rows) = clip_index::merge::merge_row_stores(&parts, &out)? {
+        println!("metadata.arrow: {rows} rows");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_the_build_job() {
+        let mut a = IndexArgs::new("s3://b/emb", "idx");
+        a.max_index_memory_usage = "512M".parse().unwrap();
+        a.modalities = vec![clip_cli::Modality::Text];
+        a.nb_cores = Some(3);
+        let job = folder_build(&a);
+        assert_eq!(job.options.max_index_memory, 512 << 20);
+        assert_eq!(job.options.current_memory_available, 16 << 30);
+        assert_eq!(job.options.threads, 3);
+        assert_eq!(job.modalities, vec![clip_index::Modality::Text]);
+        assert!(matches!(job.embeddings_folder, Location::S3 { .. }));
+    }
+}
