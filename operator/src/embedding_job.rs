@@ -217,7 +217,8 @@ pub fn inference_args(spec: &EmbeddingJobSpec, partition: Option<u32>) -> Vec<St
     args.no_progress = true;
     args.model.clip_model = spec.model.clone();
     args.model.device = pods::device(&spec.placement);
-    let mut argv = args.to_argv();
+    // Everything the spec sets is written out, defaults included: the image's defaults may differ.
+    let mut argv = args.to_argv_pinning(&["input_format", "batch_size", "enable_metadata"]);
     if partition.is_none() {
         pods::replace_value(&mut argv, "--partition_ids", "$(PARTITION_ID)");
     }

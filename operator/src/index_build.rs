@@ -189,7 +189,7 @@ pub fn index_args(spec: &IndexBuildSpec, folder: &str) -> Result<Vec<String>> {
             .parse()
             .map_err(|e| Error::InvalidSpec(format!("placement.resources.memory {e}")))?;
     }
-    Ok(args.to_argv())
+    Ok(args.to_argv_pinning(&["max_index_memory_usage"]))
 }
 
 /// The Job building the index of `folder`.

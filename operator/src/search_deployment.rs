@@ -270,7 +270,8 @@ pub fn back_args(spec: &SearchDeploymentSpec) -> Result<Vec<String>> {
     let mut args = BackArgs::new(&format!("{CONFIG_DIR}/indices_paths.json"));
     args.port = u16::try_from(spec.port).map_err(|_| Error::InvalidSpec(format!("port {} > 65535", spec.port)))?;
     args.clip_model = spec.model.clone();
-    Ok(args.to_argv())
+    // The port is pinned: probes and the Service target it, whatever the image's default.
+    Ok(args.to_argv_pinning(&["port"]))
 }
 
 /// The Deployment of query servers (no replica count under autoscaling: the HPA owns it).

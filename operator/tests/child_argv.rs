@@ -135,7 +135,7 @@ fn the_examples_run_these_command_lines() {
     assert_eq!(
         embedding_job::inference_args(&ej.spec, Some(1)).join(" "),
         "inference --input_dataset s3://clip-data/shards/{0000..0003}.tar --input_format webdataset \
-         --output_folder s3://clip-data/embeddings --output_partition_count 4 --partition_ids 1 \
+         --output_folder s3://clip-data/embeddings --output_partition_count 4 --partition_ids 1 --batch_size 256 \
          --enable_metadata true --no_progress"
     );
     let ib: IndexBuild = resource("IndexBuild", example("indexbuild.yaml"));
@@ -148,6 +148,6 @@ fn the_examples_run_these_command_lines() {
     let sd: SearchDeployment = resource("SearchDeployment", example("searchdeployment.yaml"));
     assert_eq!(
         search_deployment::back_args(&sd.spec).unwrap().join(" "),
-        "back --indices_paths /etc/clip-retrieval/indices_paths.json"
+        "back --indices_paths /etc/clip-retrieval/indices_paths.json --port 1234"
     );
 }

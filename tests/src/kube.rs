@@ -292,7 +292,7 @@ fn spawn(dir: &Path, name: &str, command: &mut Command) -> std::process::Child {
 }
 
 /// A shell that kills `children` once this test process is gone (statics are never dropped).
-fn watchdog(children: &[std::process::Child]) -> std::process::Child {
+pub(crate) fn watchdog(children: &[std::process::Child]) -> std::process::Child {
     let list: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
     let script = format!(
         "while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill {} 2>/dev/null; sleep 2; kill -9 {} 2>/dev/null",

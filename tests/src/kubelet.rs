@@ -23,6 +23,9 @@ pub const PID_ANNOTATION: &str = "test.clip-retrieval.io/pid";
 /// One running pod.
 struct Running {
     child: Child,
+    /// Kills `child` if this test process ends first: the kubelet lives in a static control plane that is never
+    /// dropped, so without it a served pod (`clip-retrieval back`) outlived the tests.
+    watchdog: Child,
     dir: PathBuf,
     termination: PathBuf,
     fallback_to_logs: bool,
@@ -179,8 +182,10 @@ impl ProcessKubelet {
         api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status))
             .await
             .map_err(|e| e.to_string())?;
+        let watchdog = crate::kube::watchdog(std::slice::from_ref(&child));
         Ok(Running {
             child,
+            watchdog,
             dir,
             termination,
             fallback_to_logs: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
@@ -274,6 +279,13 @@ impl ProcessKubelet {
         for uid in done {
             self.running.remove(&uid);
         }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
     }
 }
 

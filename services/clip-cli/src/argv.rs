@@ -59,13 +59,18 @@ fn snake_flag(token: &str, longs: &[&str]) -> Option<String> {
 }
 
 /// The argv of `args`: the subcommand name, then in declaration order every flag whose value differs from its
-/// default (required flags and lists always), so the parser reads back exactly `args`.
-pub fn render<T: CommandArgs>(args: &T) -> Vec<String> {
+/// default (required flags, lists and the `pinned` flags always), so the parser reads back exactly `args`.
+/// Pinning keeps a value explicit whatever the default of the binary that runs it (the operator pins what its
+/// specs set). A pinned name that is no flag of `T` is a programming error and panics.
+pub fn render<T: CommandArgs>(args: &T, pinned: &[&str]) -> Vec<String> {
     let values = match serde_json::to_value(args) {
         Ok(Value::Object(values)) => values,
         other => unreachable!("args structs serialize to objects, got {other:?}"),
     };
     let command = T::augment_args(clap::Command::new(T::NAME));
+    for name in pinned {
+        assert!(command.get_arguments().any(|a| a.get_id() == name), "{} has no flag {name:?} to pin", T::NAME);
+    }
     let mut argv = vec![T::NAME.to_string()];
     for arg in command.get_arguments() {
         let (Some(long), Some(value)) = (arg.get_long(), values.get(arg.get_id().as_str())) else { continue };
@@ -86,7 +91,7 @@ pub fn render<T: CommandArgs>(args: &T) -> Vec<String> {
                 let text = scalar(value);
                 let default: Vec<String> =
                     arg.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
-                if default != [text.as_str()] {
+                if default != [text.as_str()] || pinned.contains(&arg.get_id().as_str()) {
                     argv.extend([flag, text]);
                 }
             }

@@ -96,7 +96,12 @@ pub trait CommandArgs: clap::Args + FromArgMatches + Serialize + Sized {
 
     /// The argv that runs this subcommand with these args (subcommand name first; no program name).
     fn to_argv(&self) -> Vec<String> {
-        argv::render(self)
+        argv::render(self, &[])
+    }
+
+    /// Like `to_argv`, with the `pinned` flags written even at their default value.
+    fn to_argv_pinning(&self, pinned: &[&str]) -> Vec<String> {
+        argv::render(self, pinned)
     }
 }
 

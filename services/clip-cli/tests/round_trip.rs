@@ -106,6 +106,12 @@ fn filter() {
 #[test]
 fn back() {
     assert_eq!(round_trip(&BackArgs::new("indices_paths.json")), ["back"]);
+    assert_eq!(
+        BackArgs::new("p.json").to_argv_pinning(&["port"]),
+        ["back", "--indices_paths", "p.json", "--port", "1234"]
+    );
+    let typo = std::panic::catch_unwind(|| BackArgs::new("p.json").to_argv_pinning(&["prot"]));
+    assert!(typo.is_err(), "pinning a flag that does not exist panics");
     let all = BackArgs {
         indices_paths: "/etc/clip-retrieval/indices_paths.json".into(),
         port: 8080,
