@@ -26,18 +26,6 @@ pub enum InputFormat {
     Parquet,
 }
 
-impl std::str::FromStr for InputFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "files" => Ok(Self::Files),
-            "webdataset" => Ok(Self::Webdataset),
-            "parquet" => Ok(Self::Parquet),
-            _ => Err(format!("unknown input format {s:?}: expected files, webdataset or parquet")),
-        }
-    }
-}
-
 /// What to read from each sample.
 #[derive(Debug, Clone)]
 pub struct ReadOptions {

@@ -56,15 +56,6 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// Parses `ip` / `l2` as given on the command line.
-    pub fn parse(text: &str) -> Result<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "ip" | "inner_product" => Ok(Self::Ip),
-            "l2" => Ok(Self::L2),
-            _ => Err(IndexError::invalid(text, "metric must be ip or l2")),
-        }
-    }
-
     fn faiss(self) -> MetricType {
         match self {
             Self::Ip => MetricType::InnerProduct,

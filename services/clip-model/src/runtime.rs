@@ -20,21 +20,6 @@ pub enum ExecutionDevice {
     Cuda(i32),
 }
 
-impl std::str::FromStr for ExecutionDevice {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Self::Cuda)
-                .ok_or_else(|| format!("unknown device {s:?}: expected cpu, cuda or cuda:N")),
-        }
-    }
-}
-
 static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
 fn candidates() -> Vec<PathBuf> {
