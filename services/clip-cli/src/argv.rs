@@ -84,7 +84,7 @@ pub fn render<T: CommandArgs>(args: &T, pinned: &[&str]) -> Vec<String> {
             }
             (_, Value::Array(items)) => {
                 if !items.is_empty() {
-                    argv.extend([flag, items.iter().map(scalar).collect::<Vec<_>>().join(",")]);
+                    push_value(&mut argv, flag, items.iter().map(scalar).collect::<Vec<_>>().join(","));
                 }
             }
             (_, value) => {
@@ -92,12 +92,21 @@ pub fn render<T: CommandArgs>(args: &T, pinned: &[&str]) -> Vec<String> {
                 let default: Vec<String> =
                     arg.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
                 if default != [text.as_str()] || pinned.contains(&arg.get_id().as_str()) {
-                    argv.extend([flag, text]);
+                    push_value(&mut argv, flag, text);
                 }
             }
         }
     }
     argv
+}
+
+/// `--flag value`, or `--flag=value` for a value the parser would otherwise take for a flag (`-x`, `--y`).
+fn push_value(argv: &mut Vec<String>, flag: String, value: String) {
+    if value.starts_with('-') {
+        argv.push(format!("{flag}={value}"));
+    } else {
+        argv.extend([flag, value]);
+    }
 }
 
 /// One value as the parser reads it: strings verbatim, numbers as Rust prints them (`10`, not `10.0`).

@@ -113,7 +113,7 @@ impl CommandArgs for BackArgs {
 impl BackArgs {
     /// Serves the indices listed in `indices_paths`, every other flag at its default.
     pub fn new(indices_paths: &str) -> Self {
-        crate::parse_known(&["--indices_paths", indices_paths])
+        crate::parse_known(&[&format!("--indices_paths={indices_paths}")])
     }
 
     /// The compatibility flags that were given although they have no effect, by name.

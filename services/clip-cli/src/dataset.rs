@@ -36,6 +36,6 @@ impl CommandArgs for SampleDatasetArgs {
 impl SampleDatasetArgs {
     /// Renders the default sample into `output_folder`.
     pub fn new(output_folder: &str) -> Self {
-        crate::parse_known(&["--output_folder", output_folder])
+        crate::parse_known(&[&format!("--output_folder={output_folder}")])
     }
 }

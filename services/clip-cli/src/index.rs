@@ -69,7 +69,10 @@ impl CommandArgs for IndexArgs {
 impl IndexArgs {
     /// Indexes `embeddings_folder` into `index_folder`, every other flag at its default.
     pub fn new(embeddings_folder: &str, index_folder: &str) -> Self {
-        crate::parse_known(&["--embeddings_folder", embeddings_folder, "--index_folder", index_folder])
+        crate::parse_known(&[
+            &format!("--embeddings_folder={embeddings_folder}"),
+            &format!("--index_folder={index_folder}"),
+        ])
     }
 }
 

@@ -87,6 +87,6 @@ impl CommandArgs for InferenceArgs {
 impl InferenceArgs {
     /// Embeds `input_dataset` into `output_folder`, every other flag at its default.
     pub fn new(input_dataset: &str, output_folder: &str) -> Self {
-        crate::parse_known(&["--input_dataset", input_dataset, "--output_folder", output_folder])
+        crate::parse_known(&[&format!("--input_dataset={input_dataset}"), &format!("--output_folder={output_folder}")])
     }
 }

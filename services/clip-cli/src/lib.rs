@@ -105,7 +105,8 @@ pub trait CommandArgs: clap::Args + FromArgMatches + Serialize + Sized {
     }
 }
 
-/// Parses flags that the caller built and knows to be valid (the required flags of a constructor).
+/// Parses flags that the caller built and knows to be valid (the required flags of a constructor, as `--flag=value`
+/// so that any value, even one starting with `-`, is read as a value).
 fn parse_known<T: CommandArgs>(flags: &[&str]) -> T {
     T::parse_flags(flags).unwrap_or_else(|e| panic!("{} {flags:?} must parse: {e}", T::NAME))
 }

@@ -26,6 +26,8 @@ fn model() -> ModelArgs {
 
 #[test]
 fn inference() {
+    let hyphens = InferenceArgs::new("-in", "--out");
+    assert_eq!(round_trip(&hyphens), ["inference", "--input_dataset=-in", "--output_folder=--out"]);
     let defaults = InferenceArgs::new("in", "out");
     assert_eq!(round_trip(&defaults), ["inference", "--input_dataset", "in", "--output_folder", "out"]);
     let all = InferenceArgs {
