@@ -8,6 +8,7 @@ use crate::http::{self, Health};
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 use crate::{embedding_job, index_build, search_deployment};
+use clip_shutdown::CancellationToken;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -60,6 +61,7 @@ pub enum RunError {
 
 /// Runs until a signal (Ok) or a lost Lease (Err).
 pub async fn run(client: Client, settings: Settings) -> Result<(), RunError> {
+    let shutdown = clip_shutdown::on_signal();
     let metrics = Metrics::default();
     let health = Health { metrics: metrics.clone(), connected: Default::default() };
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
@@ -79,13 +81,13 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), RunError> {
     );
     tokio::select! {
         acquired = acquire(&lock) => acquired?,
-        _ = shutdown_signal() => return Ok(()),
+        _ = shutdown.cancelled() => return Ok(()),
     }
     metrics.leader.set(1);
     tracing::info!(identity = %settings.identity, lease = %settings.lease_name, "leading");
     let ctx = Arc::new(Context::new(client.clone(), caps, metrics.clone(), settings.identity.clone()));
     let result = tokio::select! {
-        _ = controllers(client, settings.namespace.as_deref(), ctx) => Ok(()),
+        _ = controllers(client, settings.namespace.as_deref(), ctx, shutdown) => Ok(()),
         lost = keep_lease(&lock) => Err(lost),
     };
     metrics.leader.set(0);
@@ -125,16 +127,6 @@ async fn keep_lease(lock: &LeaseLock) -> RunError {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down");
-}
-
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -146,13 +138,13 @@ where
 }
 
 /// The three controllers, until a shutdown signal.
-async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>) {
+async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>, shutdown: CancellationToken) {
     let children = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let all = watcher::Config::default();
 
     let embedding_jobs = Controller::new(api::<EmbeddingJob>(&client, namespace), all.clone())
         .owns(api::<Job>(&client, namespace), children.clone())
-        .graceful_shutdown_on(shutdown_signal())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(embedding_job::reconcile, embedding_job::error_policy, ctx.clone())
         .for_each(|_| async {});
 
@@ -163,7 +155,7 @@ async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>)
         .watches(api::<EmbeddingJob>(&client, namespace), all.clone(), move |ej: EmbeddingJob| {
             referencing(&build_store.state(), &ej, |ib: &IndexBuild| ib.spec.embeddings.embedding_job.clone())
         })
-        .graceful_shutdown_on(shutdown_signal())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(index_build::reconcile, index_build::error_policy, ctx.clone())
         .for_each(|_| async {});
 
@@ -179,7 +171,7 @@ async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>)
                 sd.spec.indices.values().find(|s| s.index_build.as_deref() == Some(&ib.name_any()))?.index_build.clone()
             })
         })
-        .graceful_shutdown_on(shutdown_signal())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(search_deployment::reconcile, search_deployment::error_policy, ctx)
         .for_each(|_| async {});
 

@@ -234,7 +234,8 @@ pub fn write_embeddings_folder(folder: &Path, rows: &[Vec<f32>], per_partition: 
             });
         }
         w.finish().unwrap();
-        table.write(&clip_data::Location::Local(folder.join(format!("metadata/metadata_{name}.parquet")))).unwrap();
+        let target = clip_data::Location::Local(folder.join(format!("metadata/metadata_{name}.parquet")));
+        table.write(&clip_data::Storage::from_env(), &target).unwrap();
     }
     stored
 }

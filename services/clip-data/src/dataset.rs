@@ -6,7 +6,7 @@
 
 use crate::braces::brace_expand;
 use crate::error::{DataError, Result};
-use crate::storage::{self, Location};
+use crate::storage::{Location, Storage};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use serde_json::{Map, Value};
@@ -106,6 +106,7 @@ pub struct DatasetPlan {
 impl DatasetPlan {
     /// Lists the dataset. `subset_size` keeps only the first keys of a `files` dataset.
     pub fn discover(
+        storage: &Storage,
         input: &str,
         format: InputFormat,
         mut options: ReadOptions,
@@ -113,7 +114,7 @@ impl DatasetPlan {
     ) -> Result<Self> {
         let units = match format {
             InputFormat::Files => {
-                let (units, has_text, has_json) = list_files_dataset(&Location::parse(input), &options)?;
+                let (units, has_text, has_json) = list_files_dataset(storage, &Location::parse(input), &options)?;
                 options.enable_text &= has_text;
                 options.enable_metadata &= has_json;
                 match subset_size {
@@ -121,9 +122,11 @@ impl DatasetPlan {
                     None => units,
                 }
             }
-            InputFormat::Webdataset => list_containers(input, "tar")?.into_iter().map(InputUnit::Shard).collect(),
+            InputFormat::Webdataset => {
+                list_containers(storage, input, "tar")?.into_iter().map(InputUnit::Shard).collect()
+            }
             InputFormat::Parquet => {
-                list_containers(input, "parquet")?.into_iter().map(InputUnit::ParquetFile).collect()
+                list_containers(storage, input, "parquet")?.into_iter().map(InputUnit::ParquetFile).collect()
             }
         };
         if units.is_empty() {
@@ -154,7 +157,11 @@ impl DatasetPlan {
     }
 }
 
-fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<InputUnit>, bool, bool)> {
+fn list_files_dataset(
+    storage: &Storage,
+    root: &Location,
+    options: &ReadOptions,
+) -> Result<(Vec<InputUnit>, bool, bool)> {
     #[derive(Default)]
     struct Parts {
         image: Option<Location>,
@@ -162,7 +169,7 @@ fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<Inp
         json: Option<Location>,
     }
     let mut by_key: BTreeMap<String, Parts> = BTreeMap::new();
-    for file in storage::list(root)? {
+    for file in storage.list(root)? {
         let Some(rel) = file.relative_to(root) else {
             continue;
         };
@@ -198,20 +205,21 @@ fn list_files_dataset(root: &Location, options: &ReadOptions) -> Result<(Vec<Inp
 }
 
 /// Shards or parquet files named by a brace pattern, a single file, or a folder holding them.
-fn list_containers(input: &str, ext: &str) -> Result<Vec<Location>> {
+fn list_containers(storage: &Storage, input: &str, ext: &str) -> Result<Vec<Location>> {
     if input.contains('{') {
         return Ok(brace_expand(input).iter().map(|s| Location::parse(s)).collect());
     }
     let loc = Location::parse(input);
-    if loc.file_name().ends_with(&format!(".{ext}")) && storage::exists(&loc)? {
+    if loc.file_name().ends_with(&format!(".{ext}")) && storage.exists(&loc)? {
         return Ok(vec![loc]);
     }
-    Ok(storage::list(&loc)?.into_iter().filter(|l| l.file_name().ends_with(&format!(".{ext}"))).collect())
+    Ok(storage.list(&loc)?.into_iter().filter(|l| l.file_name().ends_with(&format!(".{ext}"))).collect())
 }
 
 /// Reads every unit of a partition, in order, calling `emit` for each sample or skipped input.
 /// `limit` stops after that many samples. Returns early (without error) when `emit` returns false.
 pub fn read_units(
+    storage: &Storage,
     units: &[InputUnit],
     options: &ReadOptions,
     limit: Option<usize>,
@@ -229,9 +237,11 @@ pub fn read_units(
     };
     for unit in units {
         let go_on = match unit {
-            InputUnit::FileSample { image, text, json, .. } => gated(read_file_sample(image, text, json, options)),
-            InputUnit::Shard(loc) => read_shard(loc, options, &mut gated),
-            InputUnit::ParquetFile(loc) => read_parquet(loc, options, &mut gated),
+            InputUnit::FileSample { image, text, json, .. } => {
+                gated(read_file_sample(storage, image, text, json, options))
+            }
+            InputUnit::Shard(loc) => read_shard(storage, loc, options, &mut gated),
+            InputUnit::ParquetFile(loc) => read_parquet(storage, loc, options, &mut gated),
         };
         if !go_on {
             break;
@@ -254,6 +264,7 @@ fn parse_metadata(bytes: &[u8]) -> std::result::Result<Map<String, Value>, Strin
 }
 
 fn read_file_sample(
+    storage: &Storage,
     image: &Option<Location>,
     text: &Option<Location>,
     json: &Option<Location>,
@@ -262,13 +273,13 @@ fn read_file_sample(
     let mut sample = RawSample::default();
     if let Some(img) = image.as_ref().filter(|_| o.enable_image) {
         sample.image_path = img.to_string();
-        match storage::read(img) {
+        match storage.read(img) {
             Ok(b) => sample.image = Some(b),
             Err(e) => return skipped(img, e),
         }
     }
     if let Some(t) = text.as_ref().filter(|_| o.enable_text) {
-        match storage::read(t) {
+        match storage.read(t) {
             Ok(b) => sample.caption = Some(String::from_utf8_lossy(&b).into_owned()),
             Err(e) => return skipped(t, e),
         }
@@ -277,7 +288,7 @@ fn read_file_sample(
         }
     }
     if let Some(j) = json.as_ref().filter(|_| o.enable_metadata) {
-        match storage::read(j).map_err(|e| e.to_string()).and_then(|b| parse_metadata(&b)) {
+        match storage.read(j).map_err(|e| e.to_string()).and_then(|b| parse_metadata(&b)) {
             Ok(m) => sample.metadata = Some(m),
             Err(reason) => return skipped(j, reason),
         }
@@ -286,8 +297,8 @@ fn read_file_sample(
 }
 
 /// Streams one tar shard, grouping consecutive members by key (the name up to the first dot of its basename).
-fn read_shard(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -> bool) -> bool {
-    let copy = match storage::local_copy(loc) {
+fn read_shard(storage: &Storage, loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -> bool) -> bool {
+    let copy = match storage.local_copy(loc) {
         Ok(c) => c,
         Err(e) => return emit(skipped(loc, e)),
     };
@@ -377,8 +388,8 @@ fn shard_sample(loc: &Location, key: String, mut members: BTreeMap<String, Vec<u
 const IMAGE_COLUMNS: [&str; 5] = ["jpg", "image", "png", "webp", "image_bytes"];
 const CAPTION_COLUMNS: [&str; 3] = ["caption", "text", "txt"];
 
-fn read_parquet(loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -> bool) -> bool {
-    let copy = match storage::local_copy(loc) {
+fn read_parquet(storage: &Storage, loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -> bool) -> bool {
+    let copy = match storage.local_copy(loc) {
         Ok(c) => c,
         Err(e) => return emit(skipped(loc, e)),
     };
@@ -552,7 +563,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         touch(dir.path(), &["b.jpg", "b.txt", "a.PNG", "a.txt", "c/d.webp", "c/d.txt", "e.jpg", ".tmp-x.jpg", "f.txt"]);
         let input = dir.path().to_str().unwrap();
-        let plan = DatasetPlan::discover(input, InputFormat::Files, options(), None).unwrap();
+        let plan = DatasetPlan::discover(&Storage::from_env(), input, InputFormat::Files, options(), None).unwrap();
         let keys: Vec<String> = plan
             .units
             .iter()
@@ -567,7 +578,8 @@ mod tests {
         assert_eq!(plan.partition(1, 2).len(), 1);
         assert_eq!(plan.default_partition_count(2, 1), 2);
         assert_eq!(plan.default_partition_count(1_000_000, 1), 1);
-        let subset = DatasetPlan::discover(input, InputFormat::Files, options(), Some(2)).unwrap();
+        let subset =
+            DatasetPlan::discover(&Storage::from_env(), input, InputFormat::Files, options(), Some(2)).unwrap();
         assert_eq!(subset.units.len(), 2);
     }
 
@@ -575,7 +587,14 @@ mod tests {
     fn captions_are_optional_when_none_exist() {
         let dir = tempfile::tempdir().unwrap();
         touch(dir.path(), &["a.jpg", "b.jpg"]);
-        let plan = DatasetPlan::discover(dir.path().to_str().unwrap(), InputFormat::Files, options(), None).unwrap();
+        let plan = DatasetPlan::discover(
+            &Storage::from_env(),
+            dir.path().to_str().unwrap(),
+            InputFormat::Files,
+            options(),
+            None,
+        )
+        .unwrap();
         assert_eq!(plan.units.len(), 2);
         assert!(!plan.options.enable_text, "text switches off when the folder has no caption");
     }
@@ -584,13 +603,25 @@ mod tests {
     fn container_partitions_never_outnumber_containers() {
         let dir = tempfile::tempdir().unwrap();
         touch(dir.path(), &["0.tar", "1.tar", "2.tar", "notes.md"]);
-        let plan =
-            DatasetPlan::discover(dir.path().to_str().unwrap(), InputFormat::Webdataset, options(), None).unwrap();
+        let plan = DatasetPlan::discover(
+            &Storage::from_env(),
+            dir.path().to_str().unwrap(),
+            InputFormat::Webdataset,
+            options(),
+            None,
+        )
+        .unwrap();
         assert_eq!(plan.units.len(), 3);
         assert_eq!(plan.default_partition_count(1_000_000, 10_000), 1);
         assert_eq!(plan.default_partition_count(10, 10_000), 3);
-        let err =
-            DatasetPlan::discover(dir.path().to_str().unwrap(), InputFormat::Parquet, options(), None).unwrap_err();
+        let err = DatasetPlan::discover(
+            &Storage::from_env(),
+            dir.path().to_str().unwrap(),
+            InputFormat::Parquet,
+            options(),
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no .parquet files"), "{err}");
     }
 }

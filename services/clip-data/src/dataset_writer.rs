@@ -1,7 +1,7 @@
 //! Writers of captioned datasets in the three input layouts (used by `sample-dataset`, `filter` and tests).
 
 use crate::error::{DataError, Result};
-use crate::storage::{Location, OutputFile};
+use crate::storage::{Location, OutputFile, Storage};
 use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
@@ -22,13 +22,17 @@ pub struct OwnedSample {
 }
 
 /// A sink of samples in one of the layouts.
-pub enum DatasetWriter {
+pub struct DatasetWriter {
+    storage: Storage,
+    folder: Location,
+    layout: Layout,
+}
+
+enum Layout {
     /// `key.jpg`, `key.txt`, `key.json` in a folder.
-    Files(Location),
+    Files,
     /// Tar shards of `per_shard` samples: `00000.tar`, `00001.tar`, ...
     Webdataset {
-        /// Output folder.
-        folder: Location,
         /// Samples per shard.
         per_shard: usize,
         /// Number of the shard being written.
@@ -40,8 +44,6 @@ pub enum DatasetWriter {
     },
     /// Parquet files of `per_file` rows with columns key, caption, jpg (bytes) and the metadata as JSON text.
     Parquet {
-        /// Output folder.
-        folder: Location,
         /// Rows per file.
         per_file: usize,
         /// Number of the file being filled.
@@ -53,30 +55,34 @@ pub enum DatasetWriter {
 
 impl DatasetWriter {
     /// Files layout.
-    pub fn files(folder: Location) -> Self {
-        Self::Files(folder)
+    pub fn files(storage: &Storage, folder: Location) -> Self {
+        Self { storage: storage.clone(), folder, layout: Layout::Files }
     }
     /// Webdataset layout.
-    pub fn webdataset(folder: Location, per_shard: usize) -> Self {
-        Self::Webdataset { folder, per_shard: per_shard.max(1), shard: 0, in_shard: 0, tar: None }
+    pub fn webdataset(storage: &Storage, folder: Location, per_shard: usize) -> Self {
+        let layout = Layout::Webdataset { per_shard: per_shard.max(1), shard: 0, in_shard: 0, tar: None };
+        Self { storage: storage.clone(), folder, layout }
     }
     /// Parquet layout.
-    pub fn parquet(folder: Location, per_file: usize) -> Self {
-        Self::Parquet { folder, per_file: per_file.max(1), file: 0, rows: Vec::new() }
+    pub fn parquet(storage: &Storage, folder: Location, per_file: usize) -> Self {
+        let layout = Layout::Parquet { per_file: per_file.max(1), file: 0, rows: Vec::new() };
+        Self { storage: storage.clone(), folder, layout }
     }
 
     /// Writes one sample.
     pub fn write(&mut self, s: OwnedSample) -> Result<()> {
-        match self {
-            Self::Files(folder) => {
-                crate::storage::write(&folder.join(&format!("{}.{}", s.key, s.image_ext)), &s.image)?;
-                crate::storage::write(&folder.join(&format!("{}.txt", s.key)), s.caption.as_bytes())?;
-                crate::storage::write(&folder.join(&format!("{}.json", s.key)), s.metadata.to_string().as_bytes())
+        let folder = &self.folder;
+        match &mut self.layout {
+            Layout::Files => {
+                let storage = &self.storage;
+                storage.write(&folder.join(&format!("{}.{}", s.key, s.image_ext)), &s.image)?;
+                storage.write(&folder.join(&format!("{}.txt", s.key)), s.caption.as_bytes())?;
+                storage.write(&folder.join(&format!("{}.json", s.key)), s.metadata.to_string().as_bytes())
             }
-            Self::Webdataset { folder, per_shard, shard, in_shard, tar } => {
+            Layout::Webdataset { per_shard, shard, in_shard, tar } => {
                 if tar.is_none() {
                     let loc = folder.join(&format!("{shard:05}.tar"));
-                    tar.replace(tar::Builder::new(OutputFile::create(&loc)?));
+                    tar.replace(tar::Builder::new(self.storage.create(&loc)?));
                 }
                 let builder = tar.as_mut().expect("opened above");
                 let metadata = s.metadata.to_string();
@@ -98,7 +104,7 @@ impl DatasetWriter {
                 }
                 Ok(())
             }
-            Self::Parquet { per_file, rows, .. } => {
+            Layout::Parquet { per_file, rows, .. } => {
                 rows.push(s);
                 if rows.len() == *per_file {
                     self.flush_parquet()?;
@@ -109,7 +115,7 @@ impl DatasetWriter {
     }
 
     fn close_shard(&mut self) -> Result<()> {
-        if let Self::Webdataset { shard, in_shard, tar, .. } = self {
+        if let Layout::Webdataset { shard, in_shard, tar, .. } = &mut self.layout {
             if let Some(builder) = tar.take() {
                 let out = builder.into_inner().map_err(DataError::io("tar shard"))?;
                 out.commit()?;
@@ -121,7 +127,7 @@ impl DatasetWriter {
     }
 
     fn flush_parquet(&mut self) -> Result<()> {
-        let Self::Parquet { folder, file, rows, .. } = self else {
+        let Layout::Parquet { file, rows, .. } = &mut self.layout else {
             return Ok(());
         };
         if rows.is_empty() {
@@ -144,7 +150,7 @@ impl DatasetWriter {
         let columns: Vec<ArrayRef> =
             vec![Arc::new(key.finish()), Arc::new(caption.finish()), Arc::new(jpg.finish()), Arc::new(meta.finish())];
         let batch = RecordBatch::try_new(schema, columns).expect("columns match schema");
-        crate::metadata::write_parquet(&folder.join(&format!("{file:05}.parquet")), &batch)?;
+        crate::metadata::write_parquet(&self.storage, &self.folder.join(&format!("{file:05}.parquet")), &batch)?;
         *file += 1;
         rows.clear();
         Ok(())

@@ -4,7 +4,7 @@
 
 use crate::dataset::{read_units, DatasetPlan, InputFormat, ReadEvent, ReadOptions};
 use crate::error::{DataError, Result};
-use crate::storage::Location;
+use crate::storage::{Location, Storage};
 use arrow::array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::{Map, Value};
@@ -28,7 +28,12 @@ pub type CopiedImages = HashMap<i64, Option<PathBuf>>;
 
 /// Copies each hit's image into `out`: local `image_path` files directly, the others (webdataset/parquet keys)
 /// by streaming `dataset` (format `format`) once; a warning names what stayed missing.
-pub fn copy_images(hits: &[Hit], out: &Path, dataset: Option<(&str, InputFormat)>) -> Result<CopiedImages> {
+pub fn copy_images(
+    storage: &Storage,
+    hits: &[Hit],
+    out: &Path,
+    dataset: Option<(&str, InputFormat)>,
+) -> Result<CopiedImages> {
     let mut copied = HashMap::new();
     let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
     for h in hits {
@@ -47,7 +52,7 @@ pub fn copy_images(hits: &[Hit], out: &Path, dataset: Option<(&str, InputFormat)
     }
     if !by_key.is_empty() {
         match dataset {
-            Some((input, format)) => extract_from_dataset(input, format, &mut by_key, out, &mut copied)?,
+            Some((input, format)) => extract_from_dataset(storage, input, format, &mut by_key, out, &mut copied)?,
             None => tracing::warn!(
                 missing = by_key.len(),
                 "some image_path values are not local files (webdataset/parquet keys): pass --input_dataset to \
@@ -69,6 +74,7 @@ fn unique_target(out: &Path, id: i64, name: &str) -> PathBuf {
 
 /// Streams the dataset once and writes the images whose key is wanted.
 fn extract_from_dataset(
+    storage: &Storage,
     input: &str,
     format: InputFormat,
     wanted: &mut HashMap<String, Vec<i64>>,
@@ -82,9 +88,9 @@ fn extract_from_dataset(
         image_key: "jpg".into(),
         caption_key: "txt".into(),
     };
-    let plan = DatasetPlan::discover(input, format, options, None)?;
+    let plan = DatasetPlan::discover(storage, input, format, options, None)?;
     let mut failure = None;
-    read_units(&plan.units, &plan.options, None, |ev| {
+    read_units(storage, &plan.units, &plan.options, None, |ev| {
         if let ReadEvent::Sample(s) = ev {
             if let (Some(ids), Some(image)) = (wanted.remove(&s.image_path), s.image.as_ref()) {
                 for id in ids {
@@ -110,7 +116,7 @@ fn extract_from_dataset(
 }
 
 /// Writes `results.parquet` at `target`: id, similarity, output_path, then every metadata column.
-pub fn write_results(hits: &[Hit], copied: &CopiedImages, target: &Path) -> Result<()> {
+pub fn write_results(storage: &Storage, hits: &[Hit], copied: &CopiedImages, target: &Path) -> Result<()> {
     let keys: BTreeSet<&String> = hits.iter().flat_map(|h| h.metadata.keys()).collect();
     let mut fields = vec![
         Field::new("id", DataType::Int64, false),
@@ -134,7 +140,7 @@ pub fn write_results(hits: &[Hit], copied: &CopiedImages, target: &Path) -> Resu
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| DataError::format(target.display(), e))?;
-    crate::metadata::write_parquet(&Location::Local(target.to_path_buf()), &batch)
+    crate::metadata::write_parquet(storage, &Location::Local(target.to_path_buf()), &batch)
 }
 
 /// One JSON column as Arrow: Int64 when every value is an integer, Float64 when every value is a number, else Utf8
@@ -179,11 +185,12 @@ mod tests {
             metadata: json!({ "image_path": path }).as_object().unwrap().clone(),
         };
         let hits = [hit(1, image.to_str().unwrap()), hit(2, image.to_str().unwrap()), hit(3, "shard/key")];
-        let copied = copy_images(&hits, &out, None).unwrap();
+        let storage = Storage::from_env();
+        let copied = copy_images(&storage, &hits, &out, None).unwrap();
         assert_eq!(copied[&1], Some(out.join("a.jpg")));
         assert_eq!(copied[&2], Some(out.join("2_a.jpg")), "a second copy does not overwrite the first");
         assert_eq!(copied[&3], None);
-        write_results(&hits, &copied, &out.join("results.parquet")).unwrap();
+        write_results(&storage, &hits, &copied, &out.join("results.parquet")).unwrap();
         assert!(out.join("results.parquet").metadata().unwrap().len() > 0);
     }
 }

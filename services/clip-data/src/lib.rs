@@ -14,7 +14,7 @@ pub mod storage;
 
 pub use dataset::{DatasetPlan, InputFormat, InputUnit, RawSample, ReadEvent, ReadOptions, SkippedInput};
 pub use error::{DataError, Result};
-pub use storage::Location;
+pub use storage::{Location, Storage};
 
 /// Zero-padded partition number as clip-retrieval formats it: `int(log10(count)) + 1` digits.
 pub fn partition_name(id: usize, count: usize) -> String {

@@ -2,7 +2,7 @@
 //! with `pandas.json_normalize` (nested keys joined with dots, keys named like a fixed column dropped).
 
 use crate::error::{DataError, Result};
-use crate::storage::{Location, OutputFile};
+use crate::storage::{Location, Storage};
 use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
@@ -105,14 +105,14 @@ impl MetadataTable {
     }
 
     /// Writes the table as parquet (snappy) to `target`, atomically.
-    pub fn write(&self, target: &Location) -> Result<()> {
-        write_parquet(target, &self.to_record_batch())
+    pub fn write(&self, storage: &Storage, target: &Location) -> Result<()> {
+        write_parquet(storage, target, &self.to_record_batch())
     }
 }
 
 /// Writes one record batch as a snappy-compressed parquet file, atomically.
-pub fn write_parquet(target: &Location, batch: &RecordBatch) -> Result<()> {
-    let mut out = OutputFile::create(target)?;
+pub fn write_parquet(storage: &Storage, target: &Location, batch: &RecordBatch) -> Result<()> {
+    let mut out = storage.create(target)?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let err = |e: parquet::errors::ParquetError| DataError::format(target, format!("writing parquet: {e}"));
     let mut writer = ArrowWriter::try_new(out.file(), batch.schema(), Some(props)).map_err(err)?;
@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(b.schema().field(3).data_type(), &DataType::Float64);
         let dir = tempfile::tempdir().unwrap();
         let loc = Location::Local(dir.path().join("m.parquet"));
-        t.write(&loc).unwrap();
+        t.write(&Storage::from_env(), &loc).unwrap();
         let rows = read_rows(std::fs::read(dir.path().join("m.parquet")).unwrap(), "m").unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1]["image_path"], "b.jpg");

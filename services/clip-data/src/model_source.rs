@@ -1,7 +1,7 @@
 //! Resolving `--clip_model` to a local model folder: a path, an s3:// folder (copied to a cache), or the shipped model.
 
 use crate::error::{DataError, Result};
-use crate::storage::{self, Location};
+use crate::storage::{Location, Storage};
 use std::path::{Path, PathBuf};
 
 /// Folder name of the model shipped in the repository.
@@ -25,7 +25,7 @@ fn shipped_model() -> Option<PathBuf> {
 }
 
 /// Turns the flag into a local folder, downloading s3:// folders into `cache`.
-pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf> {
+pub fn resolve(storage: &Storage, clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf> {
     let Some(spec) = clip_model else {
         return shipped_model().ok_or_else(|| {
             DataError::Config(format!(
@@ -33,21 +33,18 @@ pub fn resolve(clip_model: Option<&str>, cache: Option<&str>) -> Result<PathBuf>
             ))
         });
     };
-    match Location::parse(spec) {
-        Location::Local(p) if p.is_dir() => Ok(p),
-        Location::Local(_) => Err(DataError::Config(format!(
-            "--clip_model {spec:?}: no such folder. Models are folders in the immich/OpenCLIP ONNX layout (local or \
-             s3://); for a named checkpoint such as ViT-B/32, export one while online with \
-             models/scripts/export_openclip.py --model ViT-B-32 --pretrained <tag> --out <folder>"
-        ))),
-        Location::S3 { bucket, key } => {
-            let root = cache.map(PathBuf::from).unwrap_or_else(default_cache);
-            let dest = root.join(&bucket).join(&key);
-            let loc = Location::S3 { bucket, key };
-            storage::download_folder(&loc, &dest)?;
-            Ok(dest)
+    let folder = Location::parse(spec);
+    if let Location::Local(p) = &folder {
+        if !p.is_dir() {
+            return Err(DataError::Config(format!(
+                "--clip_model {spec:?}: no such folder. Models are folders in the immich/OpenCLIP ONNX layout (local \
+                 or s3://); for a named checkpoint such as ViT-B/32, export one while online with \
+                 models/scripts/export_openclip.py --model ViT-B-32 --pretrained <tag> --out <folder>"
+            )));
         }
     }
+    let root = cache.map(PathBuf::from).unwrap_or_else(default_cache);
+    storage.materialize_folder(&folder, &root)
 }
 
 /// `~/.cache/clip-retrieval/models`, where s3:// models are copied.

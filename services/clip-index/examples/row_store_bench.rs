@@ -26,6 +26,7 @@ fn main() {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("a number")).collect();
     let rows = args.first().copied().unwrap_or(10_000_000);
     let per = args.get(1).copied().unwrap_or(1_000_000);
+    let storage = clip_data::Storage::from_env();
     let dir = tempfile::tempdir().expect("temp dir");
     let meta = dir.path().join("metadata");
     let parts = rows.div_ceil(per);
@@ -50,14 +51,14 @@ fn main() {
         ];
         let batch = RecordBatch::try_new(schema.clone(), cols).expect("batch");
         let target = Location::Local(meta.join(format!("metadata_{p}.parquet")));
-        clip_data::metadata::write_parquet(&target, &batch).expect("parquet");
+        clip_data::metadata::write_parquet(&storage, &target, &batch).expect("parquet");
         expected.push((p, n));
     }
     println!("{rows} rows of parquet written in {:.1}s", start.elapsed().as_secs_f64());
     let start = Instant::now();
     let store_path = dir.path().join("metadata.arrow");
-    let partitions = metadata_partitions(&Location::Local(meta)).expect("partitions");
-    write_row_store(&partitions, &expected, &Location::Local(store_path.clone())).expect("row store");
+    let partitions = metadata_partitions(&storage, &Location::Local(meta)).expect("partitions");
+    write_row_store(&storage, &partitions, &expected, &Location::Local(store_path.clone())).expect("row store");
     let size = std::fs::metadata(&store_path).expect("store").len();
     println!("metadata.arrow built in {:.1}s ({:.0} MB)", start.elapsed().as_secs_f64(), size as f64 / 1e6);
 

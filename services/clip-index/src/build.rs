@@ -8,8 +8,8 @@ use crate::exact::ExactTopK;
 use crate::faiss_index::{set_threads, FaissIndex, Metric};
 use crate::report::{IndexReport, PartitionRows};
 use crate::tune::{self, RECALL_K};
-use clip_data::storage::OutputFile;
 use clip_data::Location;
+use clip_data::Storage;
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use std::time::Instant;
@@ -101,6 +101,7 @@ fn chunk_rows(dim: usize, memory: u64) -> usize {
 /// Builds the index of `source` into `target` (`image.index`), returning its report (also written beside it by the
 /// caller as `image.json`).
 pub fn build_index(
+    storage: &Storage,
     source: &EmbeddingSource,
     target: &Location,
     opts: &BuildOptions,
@@ -162,7 +163,7 @@ pub fn build_index(
         );
     }
 
-    let index_bytes = write_index(&index, target)?;
+    let index_bytes = write_index(storage, &index, target)?;
     Ok(IndexReport::new(
         &choice,
         opts,
@@ -219,12 +220,12 @@ fn forced_choice(key: &str, n: u64, dim: usize) -> IndexChoice {
 }
 
 /// Writes the index to `target` atomically (local rename or one S3 upload); returns its size.
-pub fn write_index(index: &FaissIndex, target: &Location) -> Result<u64> {
+pub fn write_index(storage: &Storage, index: &FaissIndex, target: &Location) -> Result<u64> {
     let tmp = tempfile::Builder::new().prefix(".faiss-").tempdir().map_err(IndexError::io("temporary folder"))?;
     let path = tmp.path().join("index");
     index.write(&path)?;
     let bytes = std::fs::metadata(&path).map_err(IndexError::io(path.display()))?.len();
-    let mut out = OutputFile::create(target)?;
+    let mut out = storage.create(target)?;
     let mut file = std::fs::File::open(&path).map_err(IndexError::io(path.display()))?;
     std::io::copy(&mut file, out.file()).map_err(IndexError::io(target))?;
     out.commit()?;

@@ -5,7 +5,7 @@
 
 use crate::error::{IndexError, Result};
 use clip_data::npy::{self, NpyDtype};
-use clip_data::storage::{self, LocalCopy};
+use clip_data::storage::{LocalCopy, Storage};
 use clip_data::Location;
 use half::f16;
 use std::fs::File;
@@ -49,8 +49,9 @@ pub fn partition_number(file_name: &str, extension: &str) -> Option<usize> {
 
 impl EmbeddingSource {
     /// Opens every `*.npy` of `folder`, sorted by partition number; s3:// partitions are downloaded to temporary files.
-    pub fn open(folder: &Location) -> Result<Self> {
-        let mut files: Vec<(usize, Location)> = storage::list(folder)?
+    pub fn open(storage: &Storage, folder: &Location) -> Result<Self> {
+        let mut files: Vec<(usize, Location)> = storage
+            .list(folder)?
             .into_iter()
             .filter_map(|loc| partition_number(&loc.file_name(), ".npy").map(|n| (n, loc)))
             .collect();
@@ -62,7 +63,7 @@ impl EmbeddingSource {
         let mut dim = None;
         let mut first_id = 0u64;
         for (number, location) in files {
-            let local = storage::local_copy(&location)?;
+            let local = storage.local_copy(&location)?;
             let file = File::open(local.path()).map_err(IndexError::io(&location))?;
             let (dtype, rows, cols, header_len) = npy::read_header(BufReader::new(file), &location.to_string())?;
             match dim {
@@ -202,7 +203,7 @@ mod tests {
         write_npy(&dir.path().join("img_emb_10.npy"), NpyDtype::F32, &rows(5, 2));
         write_npy(&dir.path().join("img_emb_2.npy"), NpyDtype::F16, &rows(2, 3));
         write_npy(&dir.path().join("img_emb_0.npy"), NpyDtype::F32, &rows(0, 2));
-        let src = EmbeddingSource::open(&Location::Local(dir.path().to_path_buf())).unwrap();
+        let src = EmbeddingSource::open(&Storage::from_env(), &Location::Local(dir.path().to_path_buf())).unwrap();
         assert_eq!((src.rows(), src.dim), (7, 2));
         assert_eq!(src.partitions.iter().map(|p| p.number).collect::<Vec<_>>(), vec![0, 2, 10]);
         let mut seen = Vec::new();
@@ -222,7 +223,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_npy(&dir.path().join("img_emb_0.npy"), NpyDtype::F32, &[vec![1.0, 2.0]]);
         write_npy(&dir.path().join("img_emb_1.npy"), NpyDtype::F32, &[vec![1.0, 2.0, 3.0]]);
-        let err = EmbeddingSource::open(&Location::Local(dir.path().to_path_buf())).unwrap_err().to_string();
+        let err = EmbeddingSource::open(&Storage::from_env(), &Location::Local(dir.path().to_path_buf()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("img_emb_1.npy") && err.contains("3 columns"), "{err}");
     }
 }

@@ -9,8 +9,7 @@ use crate::faiss_index::FaissIndex;
 use crate::report::{parse_params, IndexReport};
 use crate::row_store::{metadata_partitions, parquet_row_counts, write_row_store, RowStore};
 use crate::tune;
-use clip_data::storage;
-use clip_data::Location;
+use clip_data::{Location, Storage};
 use std::path::{Path, PathBuf};
 
 /// The two embedding modalities and their file names.
@@ -73,8 +72,8 @@ pub struct FolderReport {
     pub metadata_rows: Option<u64>,
 }
 
-fn has_npy(folder: &Location) -> Result<bool> {
-    match storage::list(folder) {
+fn has_npy(storage: &Storage, folder: &Location) -> Result<bool> {
+    match storage.list(folder) {
         Ok(files) => Ok(files.iter().any(|f| f.file_name().ends_with(".npy"))),
         Err(clip_data::DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e.into()),
@@ -82,7 +81,7 @@ fn has_npy(folder: &Location) -> Result<bool> {
 }
 
 /// Builds every index the embeddings folder has data for, then the metadata row store.
-pub fn build_folder(job: &FolderBuild, progress: &dyn BuildProgress) -> Result<FolderReport> {
+pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildProgress) -> Result<FolderReport> {
     let mut indices = Vec::new();
     let mut rows_of_first = None;
     for (modality, sub) in [(Modality::Image, &job.image_subfolder), (Modality::Text, &job.text_subfolder)] {
@@ -90,18 +89,18 @@ pub fn build_folder(job: &FolderBuild, progress: &dyn BuildProgress) -> Result<F
             continue;
         }
         let folder = job.embeddings_folder.join(sub);
-        if !has_npy(&folder)? {
+        if !has_npy(storage, &folder)? {
             tracing::info!(folder = %folder, "no {} embeddings; skipping the {} index", modality.name(), modality.name());
             continue;
         }
-        let source = EmbeddingSource::open(&folder)?;
+        let source = EmbeddingSource::open(storage, &folder)?;
         let mut options = job.options.clone();
         if let Some(trained) = &job.trained_index_folder {
             options.trained_index = Some(trained.join(modality.index_file()));
         }
-        let report = build_index(&source, &job.index_folder.join(&modality.index_file()), &options, progress)?;
+        let report = build_index(storage, &source, &job.index_folder.join(&modality.index_file()), &options, progress)?;
         let json = serde_json::to_vec_pretty(&report).expect("report serialises");
-        storage::write(&job.index_folder.join(&modality.report_file()), &json)?;
+        storage.write(&job.index_folder.join(&modality.report_file()), &json)?;
         tracing::info!(
             modality = modality.name(),
             index_key = %report.index_key,
@@ -122,18 +121,19 @@ pub fn build_folder(job: &FolderBuild, progress: &dyn BuildProgress) -> Result<F
         ));
     };
     let metadata_folder = job.embeddings_folder.join("metadata");
-    let partitions = match storage::list(&metadata_folder) {
-        Ok(_) => metadata_partitions(&metadata_folder)?,
+    let partitions = match storage.list(&metadata_folder) {
+        Ok(_) => metadata_partitions(storage, &metadata_folder)?,
         Err(_) => Vec::new(),
     };
     let metadata_rows = if partitions.is_empty() {
         tracing::warn!(folder = %metadata_folder, "no metadata partitions: results will carry ids only");
         None
     } else {
-        let n = write_row_store(&partitions, &rows, &job.index_folder.join(ROW_STORE_FILE))?;
+        let n = write_row_store(storage, &partitions, &rows, &job.index_folder.join(ROW_STORE_FILE))?;
         if job.copy_metadata {
             for (_, loc) in &partitions {
-                storage::write(&job.index_folder.join(&format!("metadata/{}", loc.file_name())), &storage::read(loc)?)?;
+                let copy = job.index_folder.join(&format!("metadata/{}", loc.file_name()));
+                storage.write(&copy, &storage.read(loc)?)?;
             }
         }
         Some(n)
@@ -185,7 +185,7 @@ pub fn open_row_store(folder: &Path) -> Result<Option<RowStore>> {
 
 /// Opens the row store of a folder; a folder with only `metadata/*.parquet` (as Python clip-retrieval's `index`
 /// leaves it) gets its `metadata.arrow` built first, in the folder or, when that is not writable, under `fallback`.
-pub fn open_or_build_row_store(folder: &Path, fallback: &Path) -> Result<Option<RowStore>> {
+pub fn open_or_build_row_store(storage: &Storage, folder: &Path, fallback: &Path) -> Result<Option<RowStore>> {
     if let Some(store) = open_row_store(folder)? {
         return Ok(Some(store));
     }
@@ -193,20 +193,20 @@ pub fn open_or_build_row_store(folder: &Path, fallback: &Path) -> Result<Option<
     if !metadata.is_dir() {
         return Ok(None);
     }
-    let partitions = metadata_partitions(&Location::Local(metadata))?;
+    let partitions = metadata_partitions(storage, &Location::Local(metadata))?;
     if partitions.is_empty() {
         return Ok(None);
     }
-    let rows = parquet_row_counts(&partitions)?;
+    let rows = parquet_row_counts(storage, &partitions)?;
     let beside = folder.join(ROW_STORE_FILE);
     tracing::info!(folder = %folder.display(), partitions = partitions.len(), "building metadata.arrow from metadata/");
-    let target = match write_row_store(&partitions, &rows, &Location::Local(beside.clone())) {
+    let target = match write_row_store(storage, &partitions, &rows, &Location::Local(beside.clone())) {
         Ok(_) => beside,
         Err(e) => {
             tracing::warn!(error = %e, fallback = %fallback.display(), "cannot write beside the index; using the cache");
             std::fs::create_dir_all(fallback).map_err(IndexError::io(fallback.display()))?;
             let elsewhere = fallback.join(ROW_STORE_FILE);
-            write_row_store(&partitions, &rows, &Location::Local(elsewhere.clone()))?;
+            write_row_store(storage, &partitions, &rows, &Location::Local(elsewhere.clone()))?;
             elsewhere
         }
     };

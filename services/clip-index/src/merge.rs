@@ -27,7 +27,12 @@ pub struct MergeSummary {
 
 /// Merges the `modality` index of every part folder into `output` (a local folder); returns `None` when no part has
 /// that modality.
-pub fn merge_modality(parts: &[PathBuf], output: &Path, modality: Modality) -> Result<Option<MergeSummary>> {
+pub fn merge_modality(
+    storage: &clip_data::Storage,
+    parts: &[PathBuf],
+    output: &Path,
+    modality: Modality,
+) -> Result<Option<MergeSummary>> {
     let files: Vec<PathBuf> = parts.iter().map(|p| p.join(modality.index_file())).collect();
     match files.iter().filter(|f| f.is_file()).count() {
         0 => return Ok(None),
@@ -73,7 +78,7 @@ pub fn merge_modality(parts: &[PathBuf], output: &Path, modality: Modality) -> R
     }
     let target = output.join(modality.index_file());
     std::fs::create_dir_all(output).map_err(IndexError::io(output.display()))?;
-    let bytes = crate::build::write_index(&merged, &clip_data::Location::Local(target))?;
+    let bytes = crate::build::write_index(storage, &merged, &clip_data::Location::Local(target))?;
     if let Some(Some(first)) = reports.first() {
         let mut report = first.clone();
         report.count = merged.len();

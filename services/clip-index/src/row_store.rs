@@ -13,8 +13,8 @@ use arrow_ipc::reader::{read_footer_length, FileDecoder};
 use arrow_ipc::writer::FileWriter;
 
 use arrow_ipc::Block;
-use clip_data::storage::{self, OutputFile};
 use clip_data::Location;
+use clip_data::Storage;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -54,8 +54,9 @@ impl<W: std::io::Write> RowStoreWriter<W> {
 }
 
 /// The metadata partitions of an embeddings folder, in partition order.
-pub fn metadata_partitions(folder: &Location) -> Result<Vec<(usize, Location)>> {
-    let mut files: Vec<(usize, Location)> = storage::list(folder)?
+pub fn metadata_partitions(storage: &Storage, folder: &Location) -> Result<Vec<(usize, Location)>> {
+    let mut files: Vec<(usize, Location)> = storage
+        .list(folder)?
         .into_iter()
         .filter_map(|loc| partition_number(&loc.file_name(), ".parquet").map(|n| (n, loc)))
         .collect();
@@ -76,6 +77,7 @@ fn parquet_err(path: impl std::fmt::Display) -> impl FnOnce(parquet::errors::Par
 /// Writes `target` from the metadata partitions; `expected_rows[i]` is the row count of embedding partition `i`
 /// (partition numbers must match), so that row ids of the store and of the index agree.
 pub fn write_row_store(
+    storage: &Storage,
     partitions: &[(usize, Location)],
     expected_rows: &[(usize, usize)],
     target: &Location,
@@ -88,7 +90,7 @@ pub fn write_row_store(
             format!("metadata partitions {numbers:?} do not match embedding partitions {expected:?}"),
         ));
     }
-    let copies = partitions.iter().map(|(_, loc)| storage::local_copy(loc)).collect::<clip_data::Result<Vec<_>>>()?;
+    let copies = partitions.iter().map(|(_, loc)| storage.local_copy(loc)).collect::<clip_data::Result<Vec<_>>>()?;
     let mut schemas = Vec::new();
     for ((_, loc), copy) in partitions.iter().zip(&copies) {
         let file = std::fs::File::open(copy.path()).map_err(IndexError::io(loc))?;
@@ -96,7 +98,7 @@ pub fn write_row_store(
         schemas.push(relaxed(builder.schema()));
     }
     let schema = Arc::new(Schema::try_merge(schemas).map_err(arrow_err(target))?);
-    let mut out = OutputFile::create(target)?;
+    let mut out = storage.create(target)?;
     let mut writer = RowStoreWriter::new(out.file(), &schema).map_err(arrow_err(target))?;
     let mut total = 0u64;
     for (((_, loc), copy), (_, rows)) in partitions.iter().zip(&copies).zip(expected_rows) {
@@ -121,11 +123,11 @@ pub fn write_row_store(
 }
 
 /// `(partition number, row count)` of local metadata partitions, read from their parquet footers.
-pub fn parquet_row_counts(partitions: &[(usize, Location)]) -> Result<Vec<(usize, usize)>> {
+pub fn parquet_row_counts(storage: &Storage, partitions: &[(usize, Location)]) -> Result<Vec<(usize, usize)>> {
     partitions
         .iter()
         .map(|(n, loc)| {
-            let copy = storage::local_copy(loc)?;
+            let copy = storage.local_copy(loc)?;
             let file = std::fs::File::open(copy.path()).map_err(IndexError::io(loc))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(loc))?;
             Ok((*n, builder.metadata().file_metadata().num_rows() as usize))
@@ -318,7 +320,7 @@ mod tests {
             cols.push(Arc::new(Int64Array::from((0..captions.len() as i64).collect::<Vec<_>>())));
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
-        clip_data::metadata::write_parquet(&Location::Local(path.to_path_buf()), &batch).unwrap();
+        clip_data::metadata::write_parquet(&Storage::from_env(), &Location::Local(path.to_path_buf()), &batch).unwrap();
     }
 
     #[test]
@@ -329,9 +331,9 @@ mod tests {
         let first: Vec<String> = (0..2500).map(|i| format!("row {i}")).collect();
         parquet(&meta.join("metadata_0.parquet"), &first.iter().map(String::as_str).collect::<Vec<_>>(), false);
         parquet(&meta.join("metadata_1.parquet"), &["x", "y"], true);
-        let parts = metadata_partitions(&Location::Local(meta.clone())).unwrap();
+        let parts = metadata_partitions(&Storage::from_env(), &Location::Local(meta.clone())).unwrap();
         let target = Location::Local(dir.path().join("metadata.arrow"));
-        assert_eq!(write_row_store(&parts, &[(0, 2500), (1, 2)], &target).unwrap(), 2502);
+        assert_eq!(write_row_store(&Storage::from_env(), &parts, &[(0, 2500), (1, 2)], &target).unwrap(), 2502);
         let store = RowStore::open(&dir.path().join("metadata.arrow")).unwrap();
         assert_eq!(store.len(), 2502);
         assert_eq!(store.columns(), vec!["caption", "width"]);
@@ -350,9 +352,9 @@ mod tests {
     fn row_count_mismatch_names_the_partition() {
         let dir = tempfile::tempdir().unwrap();
         parquet(&dir.path().join("metadata_0.parquet"), &["a", "b"], false);
-        let parts = metadata_partitions(&Location::Local(dir.path().to_path_buf())).unwrap();
+        let parts = metadata_partitions(&Storage::from_env(), &Location::Local(dir.path().to_path_buf())).unwrap();
         let target = Location::Local(dir.path().join("out.arrow"));
-        let err = write_row_store(&parts, &[(0, 3)], &target).unwrap_err().to_string();
+        let err = write_row_store(&Storage::from_env(), &parts, &[(0, 3)], &target).unwrap_err().to_string();
         assert!(err.contains("metadata_0.parquet") && err.contains("has 2 rows"), "{err}");
     }
 }

@@ -8,10 +8,10 @@
 
 mod pipeline;
 
-pub use pipeline::{run_partition, PartitionStats, Prepared};
+pub use pipeline::{run_partition, PartitionInput, PartitionStats, Prepared};
 
 use clip_data::npy::NpyDtype;
-use clip_data::{partition_name, storage, DatasetPlan, InputFormat, Location, ReadOptions};
+use clip_data::{partition_name, DatasetPlan, InputFormat, Location, ReadOptions, Storage};
 use clip_model::ClipModel;
 use std::time::Instant;
 
@@ -127,7 +127,7 @@ impl PartitionOutputs {
 }
 
 /// Lists the dataset and decides the partitions, as clip-retrieval does.
-pub fn plan(opts: &InferenceOptions) -> Result<(DatasetPlan, usize)> {
+pub fn plan(storage: &Storage, opts: &InferenceOptions) -> Result<(DatasetPlan, usize)> {
     if !opts.enable_image && !opts.enable_text {
         return Err(InferenceError::Options("enable_image and enable_text are both off: nothing to compute".into()));
     }
@@ -141,7 +141,7 @@ pub fn plan(opts: &InferenceOptions) -> Result<(DatasetPlan, usize)> {
         image_key: opts.wds_image_key.clone(),
         caption_key: opts.wds_caption_key.clone(),
     };
-    let plan = DatasetPlan::discover(&opts.input_dataset, opts.input_format, read, opts.subset_size)?;
+    let plan = DatasetPlan::discover(storage, &opts.input_dataset, opts.input_format, read, opts.subset_size)?;
     let count = match opts.output_partition_count {
         Some(0) => return Err(InferenceError::Options("output_partition_count must be positive".into())),
         Some(n) => n,
@@ -151,13 +151,19 @@ pub fn plan(opts: &InferenceOptions) -> Result<(DatasetPlan, usize)> {
 }
 
 /// Runs inference over every unfinished partition (or the selected ones).
-pub fn run(model: &ClipModel, opts: &InferenceOptions, progress: &dyn Progress) -> Result<RunSummary> {
-    let (plan, count) = plan(opts)?;
-    run_plan(model, opts, &plan, count, progress)
+pub fn run(
+    storage: &Storage,
+    model: &ClipModel,
+    opts: &InferenceOptions,
+    progress: &dyn Progress,
+) -> Result<RunSummary> {
+    let (plan, count) = plan(storage, opts)?;
+    run_plan(storage, model, opts, &plan, count, progress)
 }
 
 /// Runs inference over an already listed dataset split into `count` partitions.
 pub fn run_plan(
+    storage: &Storage,
     model: &ClipModel,
     opts: &InferenceOptions,
     plan: &DatasetPlan,
@@ -182,7 +188,7 @@ pub fn run_plan(
     for id in ids {
         let name = partition_name(id, count);
         let outputs = PartitionOutputs::new(&output, &name);
-        if storage::exists(&outputs.stats)? {
+        if storage.exists(&outputs.stats)? {
             tracing::info!(partition = %name, "already finished, skipping");
             summary.already_done.push(id);
             continue;
@@ -193,7 +199,8 @@ pub fn run_plan(
             _ => opts.subset_size.map(|n| n.div_ceil(count)),
         };
         progress.partition_started(&name, units.len());
-        let stats = run_partition(model, &units, &plan.options, limit, opts, &outputs, progress)?;
+        let input = PartitionInput { units: &units, read_options: &plan.options, limit };
+        let stats = run_partition(storage, model, input, opts, &outputs, progress)?;
         progress.partition_finished(&name, &stats);
         summary.samples += stats.sample_count;
         summary.skipped += stats.skipped_count;

@@ -4,7 +4,7 @@ use crate::{InferenceOptions, PartitionOutputs, Progress, Result};
 use clip_data::dataset::{read_units, InputUnit, RawSample, ReadEvent, ReadOptions};
 use clip_data::metadata::{MetadataRow, MetadataTable};
 use clip_data::npy::NpyWriter;
-use clip_data::storage::{self, OutputFile};
+use clip_data::storage::{OutputFile, Storage};
 use clip_data::DataError;
 use clip_model::ClipModel;
 use crossbeam_channel::bounded;
@@ -64,11 +64,12 @@ struct Writers {
 }
 
 fn npy_output(
+    storage: &Storage,
     target: &clip_data::Location,
     opts: &InferenceOptions,
     dim: usize,
 ) -> Result<(NpyWriter<std::fs::File>, OutputFile)> {
-    let mut out = OutputFile::create(target)?;
+    let mut out = storage.create(target)?;
     let file = out.file().try_clone().map_err(DataError::io(target))?;
     let writer = NpyWriter::new(file, opts.dtype, dim).map_err(DataError::io(target))?;
     Ok((writer, out))
@@ -106,17 +107,28 @@ fn prepare_batch(model: &ClipModel, raw: Vec<RawSample>, pool: &rayon::ThreadPoo
     (ok, skipped)
 }
 
+/// What one partition reads.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionInput<'a> {
+    /// Its units, in order.
+    pub units: &'a [InputUnit],
+    /// What to read of each sample.
+    pub read_options: &'a ReadOptions,
+    /// Stop after this many samples.
+    pub limit: Option<usize>,
+}
+
 /// Computes one partition and commits its outputs (stats last).
 pub fn run_partition(
+    storage: &Storage,
     model: &ClipModel,
-    units: &[InputUnit],
-    read_options: &ReadOptions,
-    limit: Option<usize>,
+    input: PartitionInput<'_>,
     opts: &InferenceOptions,
     outputs: &PartitionOutputs,
     progress: &dyn Progress,
 ) -> Result<PartitionStats> {
     let start = Instant::now();
+    let PartitionInput { units, read_options, limit } = input;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.num_prepro_workers.max(1))
         .thread_name(|i| format!("prepro-{i}"))
@@ -124,8 +136,8 @@ pub fn run_partition(
         .map_err(|e| crate::InferenceError::Options(format!("cannot start preprocessing threads: {e}")))?;
     let dim = model.embed_dim();
     let mut writers = Writers {
-        image: if read_options.enable_image { Some(npy_output(&outputs.image, opts, dim)?) } else { None },
-        text: if read_options.enable_text { Some(npy_output(&outputs.text, opts, dim)?) } else { None },
+        image: if read_options.enable_image { Some(npy_output(storage, &outputs.image, opts, dim)?) } else { None },
+        text: if read_options.enable_text { Some(npy_output(storage, &outputs.text, opts, dim)?) } else { None },
         metadata: MetadataTable::new(read_options.enable_image, read_options.enable_text),
     };
     let mut stats = PartitionStats::default();
@@ -134,7 +146,7 @@ pub fn run_partition(
     let batch_size = opts.batch_size;
 
     let result: Result<()> = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_units(units, read_options, limit, |ev| raw_tx.send(ev).is_ok()));
+        let reader = scope.spawn(move || read_units(storage, units, read_options, limit, |ev| raw_tx.send(ev).is_ok()));
         let pool = &pool;
         scope.spawn(move || {
             let mut pending = Vec::with_capacity(batch_size);
@@ -188,11 +200,11 @@ pub fn run_partition(
     let t = Instant::now();
     finish_npy(writers.image.take(), &outputs.image)?;
     finish_npy(writers.text.take(), &outputs.text)?;
-    writers.metadata.write(&outputs.metadata)?;
+    writers.metadata.write(storage, &outputs.metadata)?;
     stats.write_duration += t.elapsed().as_secs_f64();
     stats.total_duration = start.elapsed().as_secs_f64();
     let json = serde_json::to_vec_pretty(&stats).expect("plain struct");
-    storage::write(&outputs.stats, &json)?;
+    storage.write(&outputs.stats, &json)?;
     Ok(stats)
 }
 

@@ -3,12 +3,13 @@
 
 use anyhow::{Context, Result};
 use clip_cli::BackArgs;
+use clip_data::Storage;
 use clip_search::{EncoderLimits, EngineOptions, FetchRules, IndexOptions, SearchEngine};
 use clip_server::HttpOptions;
 use std::path::{Path, PathBuf};
 
 /// Runs the server.
-pub fn run(a: BackArgs) -> Result<()> {
+pub fn run(storage: &Storage, a: BackArgs) -> Result<()> {
     let indices = clip_search::read_indices_paths(Path::new(&a.indices_paths), &index_defaults(&a))?;
     for flag in a.ignored_flags() {
         tracing::warn!(flag, "accepted for compatibility with clip-retrieval; it has no effect here");
@@ -19,18 +20,23 @@ pub fn run(a: BackArgs) -> Result<()> {
         Some(d) if d.join("index.html").is_file() => tracing::info!(ui = %d.display(), "serving the web UI at /"),
         _ => tracing::info!("no built web UI found (front/dist): / shows how to build it"),
     }
+    let storage = storage.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    runtime.block_on(clip_server::serve(
-        &a.host,
-        a.port,
-        http,
-        move || SearchEngine::load(&indices, engine),
-        |addr| {
-            let shown =
-                if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
-            println!("clip-retrieval back listening on http://{shown}/ (indices loading; GET /readyz)");
-        },
-    ))?;
+    runtime.block_on(async move {
+        clip_server::serve(
+            &a.host,
+            a.port,
+            http,
+            move || SearchEngine::load(&storage, &indices, engine),
+            |addr| {
+                let shown =
+                    if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
+                println!("clip-retrieval back listening on http://{shown}/ (indices loading; GET /readyz)");
+            },
+            clip_shutdown::on_signal(),
+        )
+        .await
+    })?;
     Ok(())
 }
 

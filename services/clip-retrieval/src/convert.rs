@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clip_cli::{Device, InputFormat, Metric, Modality, ModelArgs};
+use clip_data::Storage;
 use clip_model::{ClipModel, ExecutionDevice, SessionOptions};
 
 /// The dataset reader's format.
@@ -39,8 +40,8 @@ pub fn device(d: Device) -> ExecutionDevice {
 }
 
 /// Loads the model named by the flags (a folder, an s3:// folder copied to the cache, or the shipped model).
-pub fn load_model(m: &ModelArgs) -> Result<ClipModel> {
-    let folder = clip_data::model_source::resolve(m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
+pub fn load_model(storage: &Storage, m: &ModelArgs) -> Result<ClipModel> {
+    let folder = clip_data::model_source::resolve(storage, m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
     let options = SessionOptions { device: device(m.device), intra_threads: m.num_threads };
     let model = ClipModel::load(&folder, options).with_context(|| format!("loading model {}", folder.display()))?;
     tracing::info!(model = %folder.display(), embed_dim = model.embed_dim(), trims_captions = model.trims_captions(), "model loaded");

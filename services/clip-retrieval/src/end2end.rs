@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clip_cli::{BackArgs, CommandArgs, End2endArgs, IndexArgs, InferenceArgs, InputFormat, SampleDatasetArgs};
+use clip_data::Storage;
 use std::path::{Path, PathBuf};
 
 /// Logs the step as the command line that runs it alone.
@@ -11,7 +12,7 @@ fn announce<T: CommandArgs>(args: &T) {
 }
 
 /// inference -> index -> back, on the given dataset or the synthetic sample.
-pub fn run(a: End2endArgs) -> Result<()> {
+pub fn run(storage: &Storage, a: End2endArgs) -> Result<()> {
     let out = PathBuf::from(&a.output_folder);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let out = out.canonicalize().with_context(|| format!("resolving {}", out.display()))?;
@@ -23,7 +24,7 @@ pub fn run(a: End2endArgs) -> Result<()> {
             if !d.is_dir() {
                 let sample = SampleDatasetArgs { count: a.sample_count, seed: 7, ..SampleDatasetArgs::new(&s(&d)) };
                 announce(&sample);
-                crate::sample_dataset::run(sample)?;
+                crate::sample_dataset::run(storage, sample)?;
             }
             (s(&d), InputFormat::Files)
         }
@@ -37,12 +38,12 @@ pub fn run(a: End2endArgs) -> Result<()> {
     inference.model.clip_model = a.clip_model.clone();
     inference.no_progress = a.no_progress;
     announce(&inference);
-    crate::inference::run(inference)?;
+    crate::inference::run(storage, inference)?;
     let mut index_step = IndexArgs::new(&embeddings, &s(&index));
     index_step.max_index_memory_usage = a.max_index_memory_usage;
     index_step.no_progress = a.no_progress;
     announce(&index_step);
-    crate::index::run(index_step)?;
+    crate::index::run(storage, index_step)?;
     let paths = out.join("indices_paths.json");
     let mut entry = serde_json::json!({ "indice_folder": s(&index) });
     if let Some(m) = &a.clip_model {
@@ -60,5 +61,5 @@ pub fn run(a: End2endArgs) -> Result<()> {
     back.host = a.host.clone();
     back.front_dist = a.front_dist.clone();
     announce(&back);
-    crate::back::run(back)
+    crate::back::run(storage, back)
 }

@@ -4,12 +4,13 @@
 use crate::convert;
 use anyhow::{Context, Result};
 use clip_cli::{FilterArgs, QueryType};
+use clip_data::Storage;
 use clip_search::filter::{FilterLimit, FilterQuery};
 use std::path::Path;
 
 /// Runs the subcommand.
-pub fn run(a: FilterArgs) -> Result<()> {
-    let model = convert::load_model(&a.model)?;
+pub fn run(storage: &Storage, a: FilterArgs) -> Result<()> {
+    let model = convert::load_model(storage, &a.model)?;
     let as_image = match a.query_type {
         QueryType::Auto => None,
         QueryType::Text => Some(false),
@@ -22,9 +23,9 @@ pub fn run(a: FilterArgs) -> Result<()> {
     let out = Path::new(&a.output_folder);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let dataset = a.input_dataset.as_deref().map(|d| (d, convert::input_format(a.input_format)));
-    let copied = clip_data::extract::copy_images(&hits, out, dataset)?;
+    let copied = clip_data::extract::copy_images(storage, &hits, out, dataset)?;
     let results = out.join("results.parquet");
-    clip_data::extract::write_results(&hits, &copied, &results)?;
+    clip_data::extract::write_results(storage, &hits, &copied, &results)?;
     println!(
         "{} results for {:?}; {} images copied to {}; results in {}",
         hits.len(),

@@ -4,12 +4,12 @@
 use crate::convert;
 use anyhow::{bail, Context, Result};
 use clip_cli::{IndexArgs, IndexCombinerArgs};
-use clip_data::Location;
+use clip_data::{Location, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 /// Runs `index`.
-pub fn run(a: IndexArgs) -> Result<()> {
+pub fn run(storage: &Storage, a: IndexArgs) -> Result<()> {
     let job = folder_build(&a);
     let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
@@ -17,7 +17,7 @@ pub fn run(a: IndexArgs) -> Result<()> {
             .expect("valid template"),
     );
     let progress = IndexBar { bar };
-    let report = clip_index::build_folder(&job, &progress)?;
+    let report = clip_index::build_folder(storage, &job, &progress)?;
     progress.bar.finish_and_clear();
     for (modality, r) in &report.indices {
         println!(
@@ -103,12 +103,12 @@ fn build_summary(report: &clip_index::FolderReport) -> serde_json::Value {
 }
 
 /// Runs `index_combiner`.
-pub fn combine(a: IndexCombinerArgs) -> Result<()> {
+pub fn combine(storage: &Storage, a: IndexCombinerArgs) -> Result<()> {
     let parts: Vec<PathBuf> = a.input_folders.iter().map(PathBuf::from).collect();
     let out = PathBuf::from(&a.output_folder);
     let mut merged = 0;
     for modality in [clip_index::Modality::Image, clip_index::Modality::Text] {
-        if let Some(m) = clip_index::merge::merge_modality(&parts, &out, modality)? {
+        if let Some(m) = clip_index::merge::merge_modality(storage, &parts, &out, modality)? {
             println!("{}.index: {} vectors from {} parts", modality.name(), m.count, m.parts);
             merged += 1;
         }

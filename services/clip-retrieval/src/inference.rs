@@ -5,18 +5,19 @@ use crate::convert;
 use anyhow::{bail, Result};
 use clip_cli::{DistributionStrategy, EmbeddingDtype, InferenceArgs};
 use clip_data::npy::NpyDtype;
+use clip_data::Storage;
 use clip_inference::{InferenceOptions, PartitionStats, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Runs the subcommand.
-pub fn run(a: InferenceArgs) -> Result<()> {
+pub fn run(storage: &Storage, a: InferenceArgs) -> Result<()> {
     let opts = options(&a)?;
     // Check the input before paying for the model load.
-    let (plan, count) = clip_inference::plan(&opts)?;
+    let (plan, count) = clip_inference::plan(storage, &opts)?;
     tracing::info!(input = %opts.input_dataset, partitions = count, "dataset listed");
-    let model = convert::load_model(&a.model)?;
+    let model = convert::load_model(storage, &a.model)?;
     let progress = BarProgress::new(a.no_progress);
-    let summary = clip_inference::run_plan(&model, &opts, &plan, count, &progress)?;
+    let summary = clip_inference::run_plan(storage, &model, &opts, &plan, count, &progress)?;
     progress.bar.finish_and_clear();
     println!(
         "{} samples embedded in {:.1}s ({:.1} samples/s), {} skipped; partitions: {} computed, {} already done, {} total. Output: {}",

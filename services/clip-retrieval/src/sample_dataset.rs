@@ -3,16 +3,16 @@
 use anyhow::Result;
 use clip_cli::{InputFormat, SampleDatasetArgs};
 use clip_data::dataset_writer::{DatasetWriter, OwnedSample};
-use clip_data::Location;
+use clip_data::{Location, Storage};
 use indicatif::ProgressBar;
 
 /// Runs the subcommand.
-pub fn run(a: SampleDatasetArgs) -> Result<()> {
+pub fn run(storage: &Storage, a: SampleDatasetArgs) -> Result<()> {
     let folder = Location::parse(&a.output_folder);
     let mut writer = match a.output_format {
-        InputFormat::Files => DatasetWriter::files(folder),
-        InputFormat::Webdataset => DatasetWriter::webdataset(folder, a.shard_size),
-        InputFormat::Parquet => DatasetWriter::parquet(folder, a.shard_size),
+        InputFormat::Files => DatasetWriter::files(storage, folder),
+        InputFormat::Webdataset => DatasetWriter::webdataset(storage, folder, a.shard_size),
+        InputFormat::Parquet => DatasetWriter::parquet(storage, folder, a.shard_size),
     };
     let bar = ProgressBar::new(a.count);
     for i in a.start..a.start + a.count {

@@ -7,6 +7,7 @@ use crate::error::{Result, SearchError};
 use crate::fetch::{FetchRules, ImageFetcher};
 use crate::filters::{near_duplicates, normalize_rows};
 use crate::resource::{IndexResource, ModelCache};
+use clip_data::Storage;
 use clip_index::Modality;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -144,12 +145,12 @@ pub struct SearchEngine {
 
 impl SearchEngine {
     /// Loads every index (blocking: call from a blocking thread).
-    pub fn load(indices: &[(String, IndexOptions)], options: EngineOptions) -> Result<Self> {
+    pub fn load(storage: &Storage, indices: &[(String, IndexOptions)], options: EngineOptions) -> Result<Self> {
         let mut models = ModelCache::default();
         let loaded = indices
             .iter()
             .map(|(name, o)| {
-                IndexResource::load(name, o, &options.cache_folder, &mut models, options.encoder)
+                IndexResource::load(storage, name, o, &options.cache_folder, &mut models, options.encoder)
                     .map(Arc::new)
                     .map_err(|e| SearchError::Config(format!("index {name:?} ({}): {e}", o.indice_folder)))
             })

@@ -5,7 +5,7 @@ use crate::config::IndexOptions;
 use crate::encoder::{EncoderLimits, QueryEncoder};
 use crate::error::{Result, SearchError};
 use crate::filters::{AestheticEmbeddings, SafetyModel, ViolenceDetector};
-use clip_data::{storage, Location};
+use clip_data::{Location, Storage};
 use clip_index::{open_or_build_row_store, FaissIndex, LoadedIndex, Modality, RowStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,13 +61,14 @@ impl IndexResource {
     /// Loads one index: copies an s3:// folder into `cache`, opens the indices (mapped when configured), the row
     /// store, the model and the configured filters. Errors name the file at fault; the caller adds the index name.
     pub fn load(
+        storage: &Storage,
         name: &str,
         o: &IndexOptions,
         cache: &Path,
         models: &mut ModelCache,
         limits: EncoderLimits,
     ) -> Result<Self> {
-        let folder = local_folder(&o.indice_folder, cache)?;
+        let folder = local_folder(storage, &o.indice_folder, cache)?;
         let image = open_index(&folder, Modality::Image, o.enable_faiss_memory_mapping)?;
         let text = open_index(&folder, Modality::Text, o.enable_faiss_memory_mapping)?;
         let dim = match (&image, &text) {
@@ -80,13 +81,13 @@ impl IndexResource {
             (Some(i), _) => i.dim(),
             (None, Some(t)) => t.dim(),
         };
-        let rows = open_or_build_row_store(&folder, &row_store_cache(cache, &folder))?;
+        let rows = open_or_build_row_store(storage, &folder, &row_store_cache(cache, &folder))?;
         if rows.is_none() {
             tracing::warn!(index = name, "no metadata.arrow: results carry only id and similarity");
         }
         let available = rows.as_ref().map(RowStore::columns).unwrap_or_default();
         let columns = o.columns_to_return.iter().filter(|c| available.contains(c)).cloned().collect();
-        let model_folder = clip_data::model_source::resolve(o.clip_model.as_deref(), None)?;
+        let model_folder = clip_data::model_source::resolve(storage, o.clip_model.as_deref(), None)?;
         let encoder = models.get(model_folder.clone(), limits)?;
         if encoder.embed_dim() != dim {
             return Err(SearchError::Config(format!(
@@ -161,18 +162,8 @@ impl IndexResource {
 }
 
 /// A local folder for `spec`: itself, or an s3:// folder copied under `cache`.
-fn local_folder(spec: &str, cache: &Path) -> Result<PathBuf> {
-    match Location::parse(spec) {
-        Location::Local(p) if p.is_dir() => Ok(p),
-        Location::Local(p) => Err(SearchError::Config(format!("{} is not a folder", p.display()))),
-        Location::S3 { bucket, key } => {
-            let dest = cache.join("indices").join(&bucket).join(&key);
-            let loc = Location::S3 { bucket, key };
-            tracing::info!(from = %loc, to = %dest.display(), "copying index folder");
-            storage::download_folder(&loc, &dest)?;
-            Ok(dest)
-        }
-    }
+fn local_folder(storage: &Storage, spec: &str, cache: &Path) -> Result<PathBuf> {
+    Ok(storage.materialize_folder(&Location::parse(spec), &cache.join("indices"))?)
 }
 
 /// Where the row store of a read-only folder goes: one cache folder per index folder path.

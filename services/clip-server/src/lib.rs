@@ -9,6 +9,7 @@ pub mod wire;
 pub use app::{router, AppState, HttpOptions, CAPPED_HEADER, SKIPPED_HEADER};
 
 use clip_search::SearchEngine;
+use clip_shutdown::CancellationToken;
 use std::sync::Arc;
 
 /// Errors that stop the server.
@@ -31,14 +32,16 @@ pub enum ServerError {
 }
 
 /// Binds `host:port`, answers probes at once, loads the indices with `load` on a blocking thread (readiness turns
-/// on when done), and serves until SIGTERM or Ctrl-C, letting requests in flight finish. `on_listening` gets the
-/// bound address (port 0 picks a free one).
+/// on when done), and serves until `shutdown` is cancelled (SIGTERM, Ctrl-C: see `clip_shutdown::on_signal`),
+/// letting requests in flight finish. A failed load cancels it too and is returned. `on_listening` gets the bound
+/// address (port 0 picks a free one).
 pub async fn serve(
     host: &str,
     port: u16,
     options: HttpOptions,
     load: impl FnOnce() -> clip_search::Result<SearchEngine> + Send + 'static,
     on_listening: impl FnOnce(std::net::SocketAddr),
+    shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let addr = format!("{host}:{port}");
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -47,8 +50,9 @@ pub async fn serve(
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     let state = Arc::new(AppState::new(options));
     on_listening(local);
-    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<clip_search::SearchError>();
-    let loading = state.clone();
+    let stop = shutdown.child_token();
+    let load_failure = Arc::new(std::sync::Mutex::new(None::<clip_search::SearchError>));
+    let (loading, failure, cancel) = (state.clone(), load_failure.clone(), stop.clone());
     tokio::task::spawn_blocking(move || {
         // A panic while loading must stop the server like an error does, not leave it unready forever.
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
@@ -59,42 +63,20 @@ pub async fn serve(
                 tracing::info!("indices loaded; ready");
             }
             Err(e) => {
-                let _ = failed_tx.send(e);
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                cancel.cancel();
             }
         }
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<clip_search::SearchError>>();
-    tokio::spawn(async move {
-        let reason = tokio::select! {
-            _ = shutdown_signal() => None,
-            Ok(e) = failed_rx => Some(e),
-        };
-        let _ = stop_tx.send(reason);
-    });
-    let (error_tx, error_rx) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
-        let reason = stop_rx.await.ok().flatten();
+    let draining = stop.clone();
+    let graceful = async move {
+        draining.cancelled().await;
         tracing::info!("shutting down: finishing requests in flight");
-        let _ = error_tx.send(reason);
     };
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)?;
-    match error_rx.await {
-        Ok(Some(e)) => Err(ServerError::Load(e)),
-        _ => Ok(()),
+    axum::serve(listener, router(state)).with_graceful_shutdown(graceful).await.map_err(ServerError::Serve)?;
+    let failed = load_failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failed {
+        Some(e) => Err(ServerError::Load(e)),
+        None => Ok(()),
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

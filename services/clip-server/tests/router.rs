@@ -5,7 +5,7 @@
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use clip_data::dataset_writer::{DatasetWriter, OwnedSample};
-use clip_data::{InputFormat, Location};
+use clip_data::{InputFormat, Location, Storage};
 use clip_search::{EngineOptions, IndexOptions, SearchEngine};
 use clip_server::{router, AppState, HttpOptions};
 use serde_json::{json, Value};
@@ -30,7 +30,7 @@ fn index_folder() -> PathBuf {
 
 fn build_index(root: &Path) {
     let dataset = root.join("dataset");
-    let mut writer = DatasetWriter::files(Location::Local(dataset.clone()));
+    let mut writer = DatasetWriter::files(&Storage::from_env(), Location::Local(dataset.clone()));
     for i in 0..60 {
         let s = clip_synthetic::render(3, i);
         let (caption, metadata) = (s.caption.clone(), s.metadata());
@@ -59,8 +59,8 @@ fn build_index(root: &Path) {
         dtype: clip_data::npy::NpyDtype::F16,
     };
     let model = clip_model::ClipModel::load(&shipped_model(), Default::default()).unwrap();
-    let (plan, count) = clip_inference::plan(&opts).unwrap();
-    clip_inference::run_plan(&model, &opts, &plan, count, &clip_inference::NoProgress).unwrap();
+    let (plan, count) = clip_inference::plan(&Storage::from_env(), &opts).unwrap();
+    clip_inference::run_plan(&Storage::from_env(), &model, &opts, &plan, count, &clip_inference::NoProgress).unwrap();
     let build = clip_index::FolderBuild {
         embeddings_folder: Location::Local(emb),
         index_folder: Location::Local(root.join("index")),
@@ -71,7 +71,7 @@ fn build_index(root: &Path) {
         options: clip_index::BuildOptions { threads: 2, ..Default::default() },
         trained_index_folder: None,
     };
-    clip_index::build_folder(&build, &clip_index::NoProgress).unwrap();
+    clip_index::build_folder(&Storage::from_env(), &build, &clip_index::NoProgress).unwrap();
 }
 
 fn engine() -> Arc<SearchEngine> {
@@ -84,7 +84,9 @@ fn engine() -> Arc<SearchEngine> {
                 ..Default::default()
             };
             let engine_options = EngineOptions { max_num_result_ids: 50, ..Default::default() };
-            Arc::new(SearchEngine::load(&[("demo".to_string(), options)], engine_options).unwrap())
+            Arc::new(
+                SearchEngine::load(&Storage::from_env(), &[("demo".to_string(), options)], engine_options).unwrap(),
+            )
         })
         .clone()
 }

@@ -1,0 +1,93 @@
+//! The local-disk backend: plain files, written through a hidden temporary in the target's folder and renamed.
+
+use super::{Backend, LocalCopy, Location};
+use crate::error::{DataError, Result};
+use std::path::{Path, PathBuf};
+
+/// Files on this machine.
+pub(super) struct LocalBackend;
+
+fn path(loc: &Location) -> Result<&PathBuf> {
+    match loc {
+        Location::Local(p) => Ok(p),
+        Location::S3 { .. } => Err(DataError::format(loc, "not a local path")),
+    }
+}
+
+impl Backend for LocalBackend {
+    fn read(&self, loc: &Location) -> Result<Vec<u8>> {
+        let p = path(loc)?;
+        std::fs::read(p).map_err(DataError::io(p.display()))
+    }
+
+    fn exists(&self, loc: &Location) -> Result<bool> {
+        Ok(path(loc)?.is_file())
+    }
+
+    fn delete(&self, loc: &Location) -> Result<()> {
+        let p = path(loc)?;
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DataError::io(p.display())(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn list(&self, loc: &Location) -> Result<Vec<Location>> {
+        let p = path(loc)?;
+        if !p.exists() {
+            return Err(DataError::Io { path: p.display().to_string(), source: std::io::ErrorKind::NotFound.into() });
+        }
+        let mut out = Vec::new();
+        walk(p, &mut out)?;
+        Ok(out)
+    }
+
+    fn local_copy(&self, loc: &Location) -> Result<LocalCopy> {
+        Ok(LocalCopy::Original(path(loc)?.clone()))
+    }
+
+    fn stage(&self, target: &Location) -> Result<tempfile::NamedTempFile> {
+        let p = path(target)?;
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(DataError::io(dir.display()))?;
+        let prefix = format!(".tmp-{}-", target.file_name());
+        remove_stale_temporaries(dir, &prefix);
+        tempfile::Builder::new().prefix(&prefix).tempfile_in(dir).map_err(DataError::io(dir.display()))
+    }
+
+    fn commit(&self, staged: tempfile::NamedTempFile, target: &Location) -> Result<()> {
+        let p = path(target)?;
+        staged.as_file().sync_all().map_err(DataError::io(p.display()))?;
+        staged.persist(p).map_err(|e| DataError::io(p.display())(e.error))?;
+        Ok(())
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<Location>) -> Result<()> {
+    if dir.is_file() {
+        out.push(Location::Local(dir.to_path_buf()));
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).map_err(DataError::io(dir.display()))? {
+        let entry = entry.map_err(DataError::io(dir.display()))?;
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(Location::Local(path));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what a killed writer of the same target left behind (one writer per target at a time).
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
