@@ -337,4 +337,62 @@ mod tests {
         assert_eq!(failed.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [4]);
         assert_eq!(running, 1);
     }
+
+    fn partition_ids(ps: &[(u32, String)]) -> Vec<u32> {
+        ps.iter().map(|(p, _)| *p).collect()
+    }
+
+    #[test]
+    fn recorded_partition_jobs_are_sorted_into_succeeded_failed_and_running() {
+        use crate::fixtures::partition_job;
+        let mut unlabelled = partition_job(9, "complete");
+        unlabelled.metadata.labels.as_mut().unwrap().remove(PARTITION_LABEL);
+        let jobs = [partition_job(0, "complete"), partition_job(1, "failed"), partition_job(2, "running"), unlabelled];
+        let mut succeeded = BTreeSet::from([5]);
+        let (failed, running) = observe_per_partition(&jobs, &mut succeeded);
+        assert_eq!(succeeded, BTreeSet::from([0, 5]), "earlier successes are kept, unlabelled Jobs ignored");
+        assert_eq!(partition_ids(&failed), [1]);
+        assert_eq!(failed[0].1, "BackoffLimitExceeded after 3 attempt(s)");
+        assert_eq!(running, 1);
+    }
+
+    fn phase_after(partitions: u32, succeeded: u32, failures: &[(u32, &str)], active: u32) -> EmbeddingJobStatus {
+        let spec: EmbeddingJobSpec = serde_json::from_value(serde_json::json!({
+            "input": "s3://in", "output": "s3://out", "partitions": partitions, "image": "img"
+        }))
+        .unwrap();
+        let mut status = EmbeddingJobStatus { partitions_succeeded: succeeded, ..Default::default() };
+        let failures = failures.iter().map(|(p, m)| (*p, m.to_string())).collect();
+        decide_phase(&spec, &mut status, &failures, active);
+        status
+    }
+
+    fn condition<'a>(status: &'a EmbeddingJobStatus, kind: &str) -> (&'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == kind).unwrap_or_else(|| panic!("no {kind} condition"));
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn the_phase_follows_the_partitions() {
+        let pending = phase_after(4, 0, &[], 0);
+        assert_eq!(pending.phase, "Pending");
+        assert_eq!(condition(&pending, "Progressing"), ("True", "PartitionsRunning"));
+        assert_eq!(phase_after(4, 0, &[], 2).phase, "Running");
+        assert_eq!(phase_after(4, 3, &[], 0).phase, "Running", "finished partitions count as progress");
+        let complete = phase_after(4, 4, &[], 0);
+        assert_eq!(complete.phase, "Complete");
+        assert!(complete.completion_time.is_some());
+        assert_eq!(condition(&complete, "Complete"), ("True", "AllPartitionsSucceeded"));
+        assert_eq!(condition(&complete, "Progressing"), ("False", "Complete"));
+    }
+
+    #[test]
+    fn one_failed_partition_fails_the_job_and_names_it() {
+        let failed = phase_after(4, 3, &[(2, "BackoffLimitExceeded after 3 attempt(s): exit code 1")], 0);
+        assert_eq!(failed.phase, "Failed");
+        assert_eq!(condition(&failed, "Failed"), ("True", "PartitionFailed"));
+        let message = &failed.conditions.iter().find(|c| c.type_ == "Failed").unwrap().message;
+        assert!(message.contains("partition 2: BackoffLimitExceeded"), "{message}");
+        assert!(failed.completion_time.is_none());
+    }
 }

@@ -9,6 +9,8 @@ pub mod context;
 pub mod crd;
 pub mod embedding_job;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod http;
 pub mod index_build;
 pub mod leader;

@@ -421,4 +421,38 @@ mod tests {
         assert!(hpa(&sd, "autoscaling/v2").unwrap().1.is_none());
         assert_eq!(deployment(&sd, &indices).unwrap().spec.replicas, Some(3));
     }
+
+    fn ready_condition(status: &SearchDeploymentStatus, kind: &str) -> (String, String) {
+        let c = status.conditions.iter().find(|c| c.type_ == kind).unwrap_or_else(|| panic!("no {kind} condition"));
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_recorded_rollout_reports_progress_then_the_versions_it_serves() {
+        use crate::fixtures::deployment;
+        let mut sd = SearchDeployment::new(
+            "search",
+            serde_json::from_value(serde_json::json!({"indices": {"a": {"uri": "s3://x"}}, "image": "img"})).unwrap(),
+        );
+        sd.metadata.namespace = Some("ns".into());
+        let indices = BTreeMap::from([("a".to_string(), ("s3://x".to_string(), "v2".to_string()))]);
+        let mut status = SearchDeploymentStatus::default();
+
+        // Half the replicas updated, one ready: still rolling out, and Ready because one replica serves.
+        assert_eq!(observe_rollout(&sd, &deployment(2, 1, 1, 2), &indices, &mut status), None);
+        assert_eq!(ready_condition(&status, "Progressing"), ("True".into(), "RollingOut".into()));
+        assert_eq!(ready_condition(&status, "Ready"), ("True".into(), "RollingOut".into()));
+        assert!(status.loaded_indices.is_empty());
+        assert_eq!(status.ready_replicas, 1);
+
+        // A status of the previous generation is not a finished rollout, whatever its counts say.
+        assert_eq!(observe_rollout(&sd, &deployment(2, 2, 2, 1), &indices, &mut status), None);
+
+        let done = observe_rollout(&sd, &deployment(2, 2, 2, 2), &indices, &mut status);
+        assert!(done.as_deref().is_some_and(|v| v.contains("v2")), "{done:?}");
+        assert_eq!(status.loaded_indices.get("a").map(String::as_str), Some("v2"));
+        assert_eq!(ready_condition(&status, "Progressing"), ("False".into(), "RolledOut".into()));
+        // Seen again, the same rollout is not announced twice.
+        assert_eq!(observe_rollout(&sd, &deployment(2, 2, 2, 2), &indices, &mut status), None);
+    }
 }

@@ -4,11 +4,11 @@
 //! otherwise) are dealt round-robin, unit `i` going to partition `i % count`. The plan is a pure function of the
 //! input listing, so a rerun (resume) or another worker computes the same partitions.
 
+use crate::arrow_json::{cell_bytes, cell_json, cell_string, is_scalar};
 use crate::braces::brace_expand;
 use crate::error::{DataError, Result};
 use crate::storage::{Location, Storage};
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::array::RecordBatch;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -473,7 +473,12 @@ impl ParquetColumns {
                 if Some(i) == self.image || Some(i) == self.caption {
                     continue;
                 }
-                if let Some(v) = cell_json(batch.column(i).as_ref(), row) {
+                // Nested and temporal columns stay out of the metadata, as before (clip-retrieval keeps scalars).
+                let column = batch.column(i).as_ref();
+                if !is_scalar(column.data_type()) {
+                    continue;
+                }
+                if let Some(v) = cell_json(column, row) {
                     m.insert(field.name().clone(), v);
                 }
             }
@@ -481,59 +486,6 @@ impl ParquetColumns {
         }
         ReadEvent::Sample(sample)
     }
-}
-
-fn cell_bytes(col: &dyn Array, row: usize) -> Option<Vec<u8>> {
-    if col.is_null(row) {
-        return None;
-    }
-    match col.data_type() {
-        DataType::Binary => Some(col.as_binary::<i32>().value(row).to_vec()),
-        DataType::LargeBinary => Some(col.as_binary::<i64>().value(row).to_vec()),
-        DataType::BinaryView => Some(col.as_binary_view().value(row).to_vec()),
-        // Hugging Face datasets store images as struct<bytes: binary, path: string>.
-        DataType::Struct(_) => {
-            let s = col.as_struct();
-            s.column_by_name("bytes").and_then(|c| cell_bytes(c.as_ref(), row))
-        }
-        _ => None,
-    }
-}
-
-fn cell_string(col: &dyn Array, row: usize) -> Option<String> {
-    if col.is_null(row) {
-        return None;
-    }
-    match col.data_type() {
-        DataType::Utf8 => Some(col.as_string::<i32>().value(row).to_string()),
-        DataType::LargeUtf8 => Some(col.as_string::<i64>().value(row).to_string()),
-        DataType::Utf8View => Some(col.as_string_view().value(row).to_string()),
-        _ => None,
-    }
-}
-
-fn cell_json(col: &dyn Array, row: usize) -> Option<Value> {
-    use arrow::datatypes as t;
-    if col.is_null(row) {
-        return None;
-    }
-    if let Some(s) = cell_string(col, row) {
-        return Some(Value::String(s));
-    }
-    Some(match col.data_type() {
-        DataType::Boolean => Value::Bool(col.as_boolean().value(row)),
-        DataType::Int8 => col.as_primitive::<t::Int8Type>().value(row).into(),
-        DataType::Int16 => col.as_primitive::<t::Int16Type>().value(row).into(),
-        DataType::Int32 => col.as_primitive::<t::Int32Type>().value(row).into(),
-        DataType::Int64 => col.as_primitive::<t::Int64Type>().value(row).into(),
-        DataType::UInt8 => col.as_primitive::<t::UInt8Type>().value(row).into(),
-        DataType::UInt16 => col.as_primitive::<t::UInt16Type>().value(row).into(),
-        DataType::UInt32 => col.as_primitive::<t::UInt32Type>().value(row).into(),
-        DataType::UInt64 => col.as_primitive::<t::UInt64Type>().value(row).into(),
-        DataType::Float32 => (col.as_primitive::<t::Float32Type>().value(row) as f64).into(),
-        DataType::Float64 => col.as_primitive::<t::Float64Type>().value(row).into(),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! of a webdataset shard / parquet row whose key the index stored as `image_path`), and `results.parquet` (id,
 //! similarity, copied file, every metadata column with numbers and strings kept typed).
 
+use crate::arrow_json::json_column;
 use crate::dataset::{read_units, DatasetPlan, InputFormat, ReadEvent, ReadOptions};
 use crate::error::{DataError, Result};
 use crate::storage::{Location, Storage};
-use arrow::array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -134,7 +135,7 @@ pub fn write_results(storage: &Storage, hits: &[Hit], copied: &CopiedImages, tar
     ];
     for key in keys {
         let values: Vec<Option<&Value>> = hits.iter().map(|h| h.metadata.get(key.as_str())).collect();
-        let (dtype, array) = typed_column(&values);
+        let (dtype, array) = json_column(&values);
         fields.push(Field::new(key.as_str(), dtype, true));
         columns.push(array);
     }
@@ -143,34 +144,10 @@ pub fn write_results(storage: &Storage, hits: &[Hit], copied: &CopiedImages, tar
     crate::metadata::write_parquet(storage, &Location::Local(target.to_path_buf()), &batch)
 }
 
-/// One JSON column as Arrow: Int64 when every value is an integer, Float64 when every value is a number, else Utf8
-/// (strings verbatim, other JSON as text).
-fn typed_column(values: &[Option<&Value>]) -> (DataType, ArrayRef) {
-    if values.iter().flatten().all(|v| v.is_i64()) {
-        let ints: Vec<Option<i64>> = values.iter().map(|v| v.and_then(Value::as_i64)).collect();
-        (DataType::Int64, Arc::new(Int64Array::from(ints)))
-    } else if values.iter().flatten().all(|v| v.is_number()) {
-        let floats: Vec<Option<f64>> = values.iter().map(|v| v.and_then(Value::as_f64)).collect();
-        (DataType::Float64, Arc::new(Float64Array::from(floats)))
-    } else {
-        let text: Vec<Option<String>> =
-            values.iter().map(|v| v.map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect();
-        (DataType::Utf8, Arc::new(StringArray::from(text)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn columns_keep_their_json_types() {
-        let (a, b, c) = (json!(1), json!(2.5), json!("x"));
-        assert_eq!(typed_column(&[Some(&a), None]).0, DataType::Int64);
-        assert_eq!(typed_column(&[Some(&a), Some(&b)]).0, DataType::Float64);
-        assert_eq!(typed_column(&[Some(&a), Some(&c)]).0, DataType::Utf8);
-    }
 
     #[test]
     fn local_images_are_copied_and_missing_keys_reported_as_none() {

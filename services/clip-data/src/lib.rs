@@ -2,6 +2,7 @@
 //! parquet) split into partitions, and clip-retrieval's output layout (`img_emb/`, `text_emb/`, `metadata/`,
 //! `stats/`) with numpy-exact `.npy` files.
 
+pub mod arrow_json;
 pub mod braces;
 pub mod dataset;
 pub mod dataset_writer;

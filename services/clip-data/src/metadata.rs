@@ -1,9 +1,10 @@
 //! `metadata/metadata_N.parquet`: image_path, caption and the flattened JSON metadata, as clip-retrieval writes them
 //! with `pandas.json_normalize` (nested keys joined with dots, keys named like a fixed column dropped).
 
+use crate::arrow_json::{json_column, row_json};
 use crate::error::{DataError, Result};
 use crate::storage::{Location, Storage};
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -121,34 +122,6 @@ pub fn write_parquet(storage: &Storage, target: &Location, batch: &RecordBatch) 
     out.commit()
 }
 
-/// Chooses the narrowest column type holding every value, as pandas would (bool, int64, float64, else string).
-fn json_column(values: &[Option<&Value>]) -> (DataType, ArrayRef) {
-    let present = || values.iter().flatten();
-    if present().all(|v| v.is_boolean()) && present().next().is_some() {
-        let mut b = BooleanBuilder::new();
-        values.iter().for_each(|v| b.append_option(v.and_then(Value::as_bool)));
-        return (DataType::Boolean, Arc::new(b.finish()));
-    }
-    if present().all(|v| v.is_i64()) && present().next().is_some() {
-        let mut b = Int64Builder::new();
-        values.iter().for_each(|v| b.append_option(v.and_then(Value::as_i64)));
-        return (DataType::Int64, Arc::new(b.finish()));
-    }
-    if present().all(|v| v.is_number()) && present().next().is_some() {
-        let mut b = Float64Builder::new();
-        values.iter().for_each(|v| b.append_option(v.and_then(Value::as_f64)));
-        return (DataType::Float64, Arc::new(b.finish()));
-    }
-    let mut b = StringBuilder::new();
-    for v in values {
-        b.append_option(v.map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }));
-    }
-    (DataType::Utf8, Arc::new(b.finish()))
-}
-
 /// Reads a metadata parquet file back as JSON rows (tests and tools).
 pub fn read_rows(bytes: Vec<u8>, name: &str) -> Result<Vec<Map<String, Value>>> {
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
@@ -157,14 +130,7 @@ pub fn read_rows(bytes: Vec<u8>, name: &str) -> Result<Vec<Map<String, Value>>> 
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| DataError::format(name, e))?;
-        let mut buf = Vec::new();
-        let mut w = arrow::json::ArrayWriter::new(&mut buf);
-        w.write(&batch).map_err(|e| DataError::format(name, e))?;
-        w.finish().map_err(|e| DataError::format(name, e))?;
-        if !buf.is_empty() {
-            let rows: Vec<Map<String, Value>> = serde_json::from_slice(&buf).map_err(|e| DataError::format(name, e))?;
-            out.extend(rows);
-        }
+        out.extend((0..batch.num_rows()).map(|row| row_json(&batch, row, None)));
     }
     Ok(out)
 }

@@ -13,6 +13,7 @@ use arrow_ipc::reader::{read_footer_length, FileDecoder};
 use arrow_ipc::writer::FileWriter;
 
 use arrow_ipc::Block;
+use clip_data::arrow_json::row_json;
 use clip_data::Location;
 use clip_data::Storage;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -268,41 +269,6 @@ impl RowStore {
             out[i] = Some(row_json(batch, (id - self.starts[b]) as usize, columns));
         }
         Ok(out)
-    }
-}
-
-fn row_json(batch: &RecordBatch, row: usize, columns: Option<&[String]>) -> Map<String, Value> {
-    let mut map = Map::new();
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if columns.is_some_and(|c| !c.iter().any(|n| n == field.name())) || column.is_null(row) {
-            continue;
-        }
-        map.insert(field.name().clone(), value_json(column.as_ref(), row));
-    }
-    map
-}
-
-fn value_json(column: &dyn Array, row: usize) -> Value {
-    use arrow::array::AsArray;
-    use arrow::datatypes::*;
-    match column.data_type() {
-        DataType::Utf8 => Value::from(column.as_string::<i32>().value(row)),
-        DataType::LargeUtf8 => Value::from(column.as_string::<i64>().value(row)),
-        DataType::Utf8View => Value::from(column.as_string_view().value(row)),
-        DataType::Boolean => Value::from(column.as_boolean().value(row)),
-        DataType::Int8 => Value::from(column.as_primitive::<Int8Type>().value(row)),
-        DataType::Int16 => Value::from(column.as_primitive::<Int16Type>().value(row)),
-        DataType::Int32 => Value::from(column.as_primitive::<Int32Type>().value(row)),
-        DataType::Int64 => Value::from(column.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt8 => Value::from(column.as_primitive::<UInt8Type>().value(row)),
-        DataType::UInt16 => Value::from(column.as_primitive::<UInt16Type>().value(row)),
-        DataType::UInt32 => Value::from(column.as_primitive::<UInt32Type>().value(row)),
-        DataType::UInt64 => Value::from(column.as_primitive::<UInt64Type>().value(row)),
-        DataType::Float32 => Value::from(column.as_primitive::<Float32Type>().value(row) as f64),
-        DataType::Float64 => Value::from(column.as_primitive::<Float64Type>().value(row)),
-        _ => arrow::util::display::ArrayFormatter::try_new(column, &Default::default())
-            .map(|f| Value::from(f.value(row).to_string()))
-            .unwrap_or(Value::Null),
     }
 }
 

@@ -106,3 +106,76 @@ pub fn tune(
     apply(index, &chosen.params)?;
     Ok(Tuning { meets_min_recall: chosen.recall_at_10 >= min_recall, chosen, tried })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exact::ExactTopK;
+    use crate::faiss_index::Metric;
+    use rand::{Rng, SeedableRng};
+
+    /// 4000 normalised 16-d vectors around 40 centres, an IVF64 index (`factory`) over them, and the exact top-10 of 50 of them.
+    fn ivf_fixture(factory: &str) -> (FaissIndex, Vec<f32>, Neighbours, Vec<u64>) {
+        let dim = 16;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let centres: Vec<Vec<f32>> = (0..40).map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+        let mut rows = Vec::with_capacity(4000 * dim);
+        for i in 0..4000 {
+            let c = &centres[i % centres.len()];
+            let v: Vec<f32> = c.iter().map(|x| x + rng.random_range(-0.3..0.3)).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            rows.extend(v.iter().map(|x| x / norm));
+        }
+        let mut index = FaissIndex::from_factory(dim, factory, Metric::Ip).unwrap();
+        index.train(&rows).unwrap();
+        index.add(&rows).unwrap();
+        let query_ids: Vec<u64> = (0..50).map(|i| i * 79).collect();
+        let queries: Vec<f32> =
+            query_ids.iter().flat_map(|&id| rows[id as usize * dim..(id as usize + 1) * dim].to_vec()).collect();
+        let mut exact = ExactTopK::new(queries.clone(), query_ids.clone(), dim, RECALL_K, Metric::Ip);
+        exact.add_chunk(0, &rows).unwrap();
+        (index, queries, exact.finish(), query_ids)
+    }
+
+    fn nprobes(t: &Tuning) -> Vec<f64> {
+        t.tried.iter().map(|m| m.params[0].1).collect()
+    }
+
+    #[test]
+    fn with_time_to_spare_nprobe_doubles_until_recall_plateaus_and_the_best_is_applied() {
+        let (mut index, queries, exact, ids) = ivf_fixture("IVF64,Flat");
+        let t = tune(&mut index, false, &queries, &exact, &ids, 1e9, 0.9).unwrap();
+        let probes = nprobes(&t);
+        assert_eq!(probes[..3], [1.0, 2.0, 4.0], "nprobe doubles: {probes:?}");
+        assert!(probes.windows(2).all(|w| w[1] == (w[0] * 2.0).min(64.0)), "{probes:?}");
+        let best = t.tried.iter().map(|m| m.recall_at_10).fold(0.0, f64::max);
+        assert_eq!(t.chosen.recall_at_10, best);
+        assert!(t.chosen.recall_at_10 >= 0.99 && t.meets_min_recall, "{:?}", t.chosen);
+        // The index keeps the chosen setting: measuring it again gives the same recall.
+        let again = measure(&mut index, &t.chosen.params, &queries, &exact, &ids).unwrap();
+        assert_eq!(again.recall_at_10, t.chosen.recall_at_10);
+    }
+
+    #[test]
+    fn with_no_time_the_first_setting_is_kept_and_min_recall_is_reported_unmet() {
+        let (mut index, queries, exact, ids) = ivf_fixture("IVF64_HNSW8,Flat");
+        let t = tune(&mut index, true, &queries, &exact, &ids, 0.0, 0.999).unwrap();
+        assert_eq!(nprobes(&t), [1.0], "the first setting over budget stops the search");
+        assert_eq!(t.chosen.params[1], ("quantizer_efSearch".to_string(), 32.0));
+        assert!(!t.meets_min_recall, "nprobe=1 over 64 lists does not reach 0.999: {:?}", t.chosen);
+    }
+
+    #[test]
+    fn flat_indices_are_measured_once_with_no_parameters() {
+        let mut index = FaissIndex::from_factory(4, "Flat", Metric::Ip).unwrap();
+        let rows: Vec<f32> = (0..400).map(|i| ((i * 37 % 101) as f32).sin()).collect();
+        index.add(&rows).unwrap();
+        let mut exact = ExactTopK::new(rows[..40].to_vec(), (0..10).collect(), 4, RECALL_K, Metric::Ip);
+        exact.add_chunk(0, &rows).unwrap();
+        let ids: Vec<u64> = (0..10).collect();
+        let t = tune(&mut index, false, &rows[..40], &exact.finish(), &ids, 1e9, 0.5).unwrap();
+        assert_eq!(t.tried.len(), 1);
+        assert!(t.chosen.params.is_empty());
+        assert!(t.chosen.recall_at_10 > 0.9, "{:?}", t.chosen);
+    }
+}
