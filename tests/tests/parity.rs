@@ -59,7 +59,7 @@ fn image_embeddings_match_pytorch_for_every_size_and_mode() {
     for img in &images {
         let file = img["file"].as_str().unwrap();
         let bytes = std::fs::read(dir.join(file)).unwrap();
-        let upright = clip_model::preprocess::decode_rgb(&bytes).unwrap();
+        let upright = clip_model::preprocess::decode_rgb(&bytes, &Default::default()).unwrap();
         let size: Vec<u64> = img["size"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         assert_eq!(
             vec![upright.width as u64, upright.height as u64],

@@ -86,6 +86,9 @@ pub struct BackArgs {
     /// Most queries encoded together in one model run.
     #[arg(long, default_value_t = 64)]
     pub max_encode_batch: usize,
+    /// Most pixels (width x height, read from the header) a query image may have; larger ones get a 400.
+    #[arg(long, default_value_t = crate::model::MAX_IMAGE_PIXELS)]
+    pub max_image_pixels: u64,
     /// Where s3:// index folders are copied (default ~/.cache/clip-retrieval/indices-cache).
     #[arg(long)]
     pub cache_path: Option<String>,

@@ -2,7 +2,7 @@
 //! Field order is the order `to_argv` writes flags in (the operator's pods show these first).
 
 use crate::model::ModelArgs;
-use crate::values::{parse_bool, DistributionStrategy, EmbeddingDtype, InputFormat};
+use crate::values::{parse_bool, ByteSize, DistributionStrategy, EmbeddingDtype, InputFormat};
 use crate::CommandArgs;
 use clap::{ArgAction, Args};
 use serde::Serialize;
@@ -53,6 +53,10 @@ pub struct InferenceArgs {
     /// Caption member extension (webdataset) or column (parquet; falls back to caption/text).
     #[arg(long, default_value = "txt")]
     pub wds_caption_key: String,
+    /// Largest file, tar member or parquet cell of one sample (e.g. 64M); a larger sample is skipped, counted,
+    /// with its reason, before anything of its size is read.
+    #[arg(long, default_value_t = ByteSize::mib(64))]
+    pub max_sample_bytes: ByteSize,
     /// Estimated samples per shard or parquet file, to size partitions.
     #[arg(long, default_value_t = 10_000)]
     pub wds_number_file_per_input_file: usize,

@@ -1,6 +1,9 @@
 //! Model selection flags shared by the subcommands that embed (`inference`, `filter`).
 
 use crate::values::Device;
+
+/// Pillow's `Image.MAX_IMAGE_PIXELS * 2`, above which PIL refuses an image as a decompression bomb.
+pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
 use clap::Args;
 use serde::Serialize;
 
@@ -20,4 +23,8 @@ pub struct ModelArgs {
     /// ONNX Runtime threads per model (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub num_threads: usize,
+    /// Most pixels (width x height, read from the header) an image may have; larger ones are skipped undecoded.
+    /// The default is Pillow's decompression-bomb threshold.
+    #[arg(long, default_value_t = MAX_IMAGE_PIXELS)]
+    pub max_image_pixels: u64,
 }

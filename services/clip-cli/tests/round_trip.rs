@@ -21,6 +21,7 @@ fn model() -> ModelArgs {
         clip_cache_path: Some("/cache/models".into()),
         device: Device::Cuda(1),
         num_threads: 3,
+        max_image_pixels: 4_000_000,
     }
 }
 
@@ -35,6 +36,7 @@ fn inference() {
         input_format: InputFormat::Webdataset,
         output_folder: "s3://out/emb".into(),
         output_partition_count: Some(8),
+        max_sample_bytes: ByteSize::mib(8),
         partition_ids: Some(vec![2, 5]),
         batch_size: 64,
         num_prepro_workers: 7,
@@ -116,6 +118,7 @@ fn back() {
     assert!(typo.is_err(), "pinning a flag that does not exist panics");
     let all = BackArgs {
         indices_paths: "/etc/clip-retrieval/indices_paths.json".into(),
+        max_image_pixels: 1_000_000,
         port: 8080,
         host: "127.0.0.1".into(),
         enable_faiss_memory_mapping: true,

@@ -58,6 +58,24 @@ pub fn cell_bytes(col: &dyn Array, row: usize) -> Option<Vec<u8>> {
     }
 }
 
+/// The byte length of a string or bytes cell (the `bytes` field of an image struct), without copying it.
+pub fn cell_len(col: &dyn Array, row: usize) -> Option<u64> {
+    if col.is_null(row) {
+        return None;
+    }
+    let n = match col.data_type() {
+        DataType::Utf8 => col.as_string::<i32>().value(row).len(),
+        DataType::LargeUtf8 => col.as_string::<i64>().value(row).len(),
+        DataType::Utf8View => col.as_string_view().value(row).len(),
+        DataType::Binary => col.as_binary::<i32>().value(row).len(),
+        DataType::LargeBinary => col.as_binary::<i64>().value(row).len(),
+        DataType::BinaryView => col.as_binary_view().value(row).len(),
+        DataType::Struct(_) => return col.as_struct().column_by_name("bytes").and_then(|c| cell_len(c.as_ref(), row)),
+        _ => return None,
+    };
+    Some(n as u64)
+}
+
 /// One cell as JSON: `None` for a null; scalars typed; any other type as its display text.
 pub fn cell_json(col: &dyn Array, row: usize) -> Option<Value> {
     if col.is_null(row) {

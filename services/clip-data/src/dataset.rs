@@ -4,7 +4,7 @@
 //! otherwise) are dealt round-robin, unit `i` going to partition `i % count`. The plan is a pure function of the
 //! input listing, so a rerun (resume) or another worker computes the same partitions.
 
-use crate::arrow_json::{cell_bytes, cell_json, cell_string, is_scalar};
+use crate::arrow_json::{cell_bytes, cell_json, cell_len, cell_string, is_scalar};
 use crate::braces::brace_expand;
 use crate::error::{DataError, Result};
 use crate::storage::{Location, Storage};
@@ -39,7 +39,13 @@ pub struct ReadOptions {
     pub image_key: String,
     /// Member extension (webdataset) or column (parquet) of the caption.
     pub caption_key: String,
+    /// Largest file, tar member or parquet cell of one sample (`--max_sample_bytes`); larger ones skip the sample
+    /// before anything of that size is allocated.
+    pub max_sample_bytes: u64,
 }
+
+/// Default of `--max_sample_bytes`: 64 MiB.
+pub const DEFAULT_MAX_SAMPLE_BYTES: u64 = 64 << 20;
 
 /// One sample as read, before decoding.
 #[derive(Debug, Clone, Default)]
@@ -273,13 +279,13 @@ fn read_file_sample(
     let mut sample = RawSample::default();
     if let Some(img) = image.as_ref().filter(|_| o.enable_image) {
         sample.image_path = img.to_string();
-        match storage.read(img) {
+        match storage.read_at_most(img, o.max_sample_bytes) {
             Ok(b) => sample.image = Some(b),
             Err(e) => return skipped(img, e),
         }
     }
     if let Some(t) = text.as_ref().filter(|_| o.enable_text) {
-        match storage.read(t) {
+        match storage.read_at_most(t, o.max_sample_bytes) {
             Ok(b) => sample.caption = Some(String::from_utf8_lossy(&b).into_owned()),
             Err(e) => return skipped(t, e),
         }
@@ -288,13 +294,16 @@ fn read_file_sample(
         }
     }
     if let Some(j) = json.as_ref().filter(|_| o.enable_metadata) {
-        match storage.read(j).map_err(|e| e.to_string()).and_then(|b| parse_metadata(&b)) {
+        match storage.read_at_most(j, o.max_sample_bytes).map_err(|e| e.to_string()).and_then(|b| parse_metadata(&b)) {
             Ok(m) => sample.metadata = Some(m),
             Err(reason) => return skipped(j, reason),
         }
     }
     ReadEvent::Sample(sample)
 }
+
+/// A shard sample being gathered: its key, its members, and why it is skipped when a member was too large.
+type GatheredSample = (String, BTreeMap<String, Vec<u8>>, Option<String>);
 
 /// Streams one tar shard, grouping consecutive members by key (the name up to the first dot of its basename).
 fn read_shard(storage: &Storage, loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -> bool) -> bool {
@@ -306,12 +315,13 @@ fn read_shard(storage: &Storage, loc: &Location, o: &ReadOptions, emit: &mut dyn
         Ok(f) => f,
         Err(e) => return emit(skipped(loc, e)),
     };
+    let shard_bytes = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
     let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, file));
     let entries = match archive.entries() {
         Ok(e) => e,
         Err(e) => return emit(skipped(loc, format!("not a tar file: {e}"))),
     };
-    let mut current: Option<(String, BTreeMap<String, Vec<u8>>)> = None;
+    let mut current: Option<GatheredSample> = None;
     // A truncated or corrupt tar ends the shard: what was read before is kept, the rest is one skip.
     let mut corruption: Option<(String, std::io::Error)> = None;
     for entry in entries {
@@ -334,21 +344,34 @@ fn read_shard(storage: &Storage, loc: &Location, o: &ReadOptions, emit: &mut dyn
             continue;
         };
         let key = format!("{dir}{stem}");
-        let mut data = Vec::with_capacity(entry.size() as usize);
-        if let Err(e) = std::io::Read::read_to_end(&mut entry, &mut data) {
+        let size = entry.size();
+        if size > shard_bytes {
+            // The header lies: nothing after it can be trusted to be where the header says.
+            let e = std::io::Error::other(format!("header claims {size} bytes, the shard has {shard_bytes}"));
             corruption = Some((format!("{loc}:{path}"), e));
             break;
         }
-        if current.as_ref().is_some_and(|(k, _)| *k != key) {
-            let (k, members) = current.take().expect("checked");
-            if !emit(shard_sample(loc, k, members, o)) {
+        if current.as_ref().is_some_and(|(k, _, _)| *k != key) {
+            let (k, members, too_large) = current.take().expect("checked");
+            if !emit(shard_sample(loc, k, members, too_large, o)) {
                 return false;
             }
         }
-        current.get_or_insert_with(|| (key, BTreeMap::new())).1.insert(ext.to_ascii_lowercase(), data);
+        let (_, members, too_large) = current.get_or_insert_with(|| (key, BTreeMap::new(), None));
+        if size > o.max_sample_bytes {
+            // The archive skips the member's data on the next entry; nothing of its size is read.
+            *too_large = Some(format!("member {base} is {size} bytes, over --max_sample_bytes {}", o.max_sample_bytes));
+            continue;
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        if let Err(e) = std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, size), &mut data) {
+            corruption = Some((format!("{loc}:{path}"), e));
+            break;
+        }
+        members.insert(ext.to_ascii_lowercase(), data);
     }
-    if let Some((key, members)) = current {
-        if !emit(shard_sample(loc, key, members, o)) {
+    if let Some((key, members, too_large)) = current {
+        if !emit(shard_sample(loc, key, members, too_large, o)) {
             return false;
         }
     }
@@ -358,8 +381,17 @@ fn read_shard(storage: &Storage, loc: &Location, o: &ReadOptions, emit: &mut dyn
     }
 }
 
-fn shard_sample(loc: &Location, key: String, mut members: BTreeMap<String, Vec<u8>>, o: &ReadOptions) -> ReadEvent {
+fn shard_sample(
+    loc: &Location,
+    key: String,
+    mut members: BTreeMap<String, Vec<u8>>,
+    too_large: Option<String>,
+    o: &ReadOptions,
+) -> ReadEvent {
     let name = format!("{loc}:{key}");
+    if let Some(reason) = too_large {
+        return skipped(name, reason);
+    }
     let mut sample = RawSample { image_path: key, ..Default::default() };
     if o.enable_image {
         match members.remove(&o.image_key) {
@@ -455,6 +487,13 @@ impl ParquetColumns {
                 .unwrap_or_else(|| name.to_string()),
             ..Default::default()
         };
+        let too_large = [self.image.filter(|_| o.enable_image), self.caption.filter(|_| o.enable_text)]
+            .into_iter()
+            .flatten()
+            .find_map(|c| cell_len(batch.column(c).as_ref(), row).filter(|&n| n > o.max_sample_bytes));
+        if let Some(n) = too_large {
+            return skipped(name, format!("a cell of {n} bytes, over --max_sample_bytes {}", o.max_sample_bytes));
+        }
         if o.enable_image {
             match self.image.and_then(|c| cell_bytes(batch.column(c).as_ref(), row)) {
                 Some(b) => sample.image = Some(b),
@@ -499,6 +538,7 @@ mod tests {
             enable_metadata: false,
             image_key: "jpg".into(),
             caption_key: "txt".into(),
+            max_sample_bytes: DEFAULT_MAX_SAMPLE_BYTES,
         }
     }
 
@@ -575,5 +615,98 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("no .parquet files"), "{err}");
+    }
+
+    fn read_all(input: &str, format: InputFormat, o: ReadOptions) -> (Vec<RawSample>, Vec<SkippedInput>) {
+        let storage = Storage::from_env();
+        let plan = DatasetPlan::discover(&storage, input, format, o, None).unwrap();
+        let (mut samples, mut skips) = (Vec::new(), Vec::new());
+        read_units(&storage, &plan.units, &plan.options, None, |ev| {
+            match ev {
+                ReadEvent::Sample(s) => samples.push(s),
+                ReadEvent::Skipped(s) => skips.push(s),
+            }
+            true
+        })
+        .unwrap();
+        (samples, skips)
+    }
+
+    fn member(builder: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, data).unwrap();
+    }
+
+    #[test]
+    fn a_tar_header_claiming_more_than_the_shard_ends_the_shard_as_one_counted_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(std::fs::File::create(dir.path().join("0.tar")).unwrap());
+        member(&mut builder, "a.jpg", b"jpeg");
+        member(&mut builder, "a.txt", b"caption a");
+        // A PAX header saying the next member holds 2^62 bytes.
+        builder.append_pax_extensions([("size", b"4611686018427387904".as_slice())]).unwrap();
+        member(&mut builder, "b.jpg", b"tiny");
+        member(&mut builder, "c.jpg", b"never reached");
+        builder.finish().unwrap();
+        let (samples, skips) = read_all(dir.path().to_str().unwrap(), InputFormat::Webdataset, options());
+        assert_eq!(samples.iter().map(|s| s.image_path.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(skips.len(), 1, "{skips:?}");
+        assert!(skips[0].input.ends_with("0.tar:b.jpg"), "{skips:?}");
+        assert!(skips[0].reason.contains("header claims 4611686018427387904 bytes"), "{skips:?}");
+    }
+
+    #[test]
+    fn a_member_over_max_sample_bytes_skips_its_sample_and_the_shard_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(std::fs::File::create(dir.path().join("0.tar")).unwrap());
+        member(&mut builder, "a.jpg", &[1u8; 100]);
+        member(&mut builder, "a.txt", b"caption a");
+        member(&mut builder, "b.jpg", &[2u8; 10]);
+        member(&mut builder, "b.txt", b"caption b");
+        builder.finish().unwrap();
+        let o = ReadOptions { max_sample_bytes: 50, ..options() };
+        let (samples, skips) = read_all(dir.path().to_str().unwrap(), InputFormat::Webdataset, o);
+        assert_eq!(samples.iter().map(|s| s.image_path.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(skips.len(), 1);
+        assert!(skips[0].reason.contains("a.jpg is 100 bytes, over --max_sample_bytes 50"), "{skips:?}");
+    }
+
+    #[test]
+    fn a_file_over_max_sample_bytes_is_skipped_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jpg"), [0u8; 100]).unwrap();
+        std::fs::write(dir.path().join("b.jpg"), [0u8; 10]).unwrap();
+        touch(dir.path(), &["a.txt", "b.txt"]);
+        let o = ReadOptions { max_sample_bytes: 50, ..options() };
+        let (samples, skips) = read_all(dir.path().to_str().unwrap(), InputFormat::Files, o);
+        assert_eq!(samples.len(), 1);
+        assert!(samples[0].image_path.ends_with("b.jpg"));
+        assert!(skips[0].input.ends_with("a.jpg") && skips[0].reason.contains("over --max_sample_bytes"), "{skips:?}");
+    }
+
+    #[test]
+    fn a_parquet_cell_over_max_sample_bytes_skips_its_row() {
+        use arrow::array::{ArrayRef, BinaryArray, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Schema::new(vec![
+            Field::new("jpg", arrow::datatypes::DataType::Binary, true),
+            Field::new("caption", arrow::datatypes::DataType::Utf8, true),
+        ]);
+        let (big, small) = (vec![1u8; 100], vec![2u8; 10]);
+        let columns: Vec<ArrayRef> = vec![
+            std::sync::Arc::new(BinaryArray::from(vec![big.as_slice(), small.as_slice()])),
+            std::sync::Arc::new(StringArray::from(vec!["a", "b"])),
+        ];
+        let batch = RecordBatch::try_new(std::sync::Arc::new(schema), columns).unwrap();
+        let target = Location::Local(dir.path().join("0.parquet"));
+        crate::metadata::write_parquet(&Storage::from_env(), &target, &batch).unwrap();
+        let o = ReadOptions { max_sample_bytes: 50, ..options() };
+        let (samples, skips) = read_all(dir.path().to_str().unwrap(), InputFormat::Parquet, o);
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].caption.as_deref(), Some("b"));
+        assert!(skips[0].input.ends_with("0.parquet#0") && skips[0].reason.contains("100 bytes"), "{skips:?}");
     }
 }

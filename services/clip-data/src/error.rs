@@ -31,6 +31,18 @@ pub enum DataError {
     /// A flag or setting names something unusable (e.g. `--clip_model` names no folder).
     #[error("configuration: {0}")]
     Config(String),
+    /// A file is larger than the limit set for it; nothing of its size was read.
+    #[error("{path}: {size} bytes, over {limit} ({max} bytes)")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit's flag, e.g. `--max_sample_bytes`.
+        limit: &'static str,
+        /// The limit's value.
+        max: u64,
+    },
     /// The input selects nothing.
     #[error("{path}: {reason}")]
     Empty {

@@ -88,6 +88,7 @@ fn extract_from_dataset(
         enable_metadata: false,
         image_key: "jpg".into(),
         caption_key: "txt".into(),
+        max_sample_bytes: crate::dataset::DEFAULT_MAX_SAMPLE_BYTES,
     };
     let plan = DatasetPlan::discover(storage, input, format, options, None)?;
     let mut failure = None;

@@ -13,7 +13,9 @@ pub mod model_source;
 pub mod npy;
 pub mod storage;
 
-pub use dataset::{DatasetPlan, InputFormat, InputUnit, RawSample, ReadEvent, ReadOptions, SkippedInput};
+pub use dataset::{
+    DatasetPlan, InputFormat, InputUnit, RawSample, ReadEvent, ReadOptions, SkippedInput, DEFAULT_MAX_SAMPLE_BYTES,
+};
 pub use error::{DataError, Result};
 pub use storage::{Location, Storage};
 

@@ -67,6 +67,8 @@ pub struct InferenceOptions {
     pub partition_ids: Option<Vec<usize>>,
     /// Embedding element type.
     pub dtype: NpyDtype,
+    /// Largest file, tar member or parquet cell of one sample; larger samples are skipped with their reason.
+    pub max_sample_bytes: u64,
 }
 
 /// Hooks for progress display (CLI bars) or metrics (services).
@@ -140,6 +142,7 @@ pub fn plan(storage: &Storage, opts: &InferenceOptions) -> Result<(DatasetPlan, 
         enable_metadata: opts.enable_metadata,
         image_key: opts.wds_image_key.clone(),
         caption_key: opts.wds_caption_key.clone(),
+        max_sample_bytes: opts.max_sample_bytes,
     };
     let plan = DatasetPlan::discover(storage, &opts.input_dataset, opts.input_format, read, opts.subset_size)?;
     let count = match opts.output_partition_count {

@@ -48,6 +48,7 @@ fn options(input: &Path, output: &Path, batch_size: usize) -> InferenceOptions {
         wds_number_file_per_input_file: 10_000,
         partition_ids: None,
         dtype: clip_data::npy::NpyDtype::F16,
+        max_sample_bytes: clip_data::DEFAULT_MAX_SAMPLE_BYTES,
     }
 }
 

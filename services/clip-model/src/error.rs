@@ -36,6 +36,19 @@ pub enum ModelError {
     /// An image could not be decoded.
     #[error("cannot decode image: {0}")]
     Decode(String),
+    /// An image's header says it has more pixels than allowed (a decompression bomb, or simply too big).
+    #[error(
+        "image is {width} x {height} = {} pixels, over the limit of {max_pixels} (--max_image_pixels)",
+        *width as u64 * *height as u64
+    )]
+    ImageTooLarge {
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+        /// The limit in force.
+        max_pixels: u64,
+    },
     /// A caption could not be tokenized.
     #[error("cannot tokenize caption: {0}")]
     Tokenize(String),

@@ -18,6 +18,7 @@ pub use classifier::EmbeddingClassifier;
 pub use config::{ModelConfig, ModelLayout, PreprocessConfig};
 pub use encoder::{ImageEncoder, SessionOptions, TextEncoder};
 pub use error::{ModelError, Result};
+pub use preprocess::{ImageLimits, DEFAULT_MAX_IMAGE_PIXELS};
 pub use runtime::ExecutionDevice;
 pub use tokenizer::ClipTokenizer;
 
@@ -33,6 +34,8 @@ pub struct ClipModel {
     pub preprocess: PreprocessConfig,
     /// The caption tokenizer.
     pub tokenizer: ClipTokenizer,
+    /// What one image may cost to decode (`--max_image_pixels`).
+    pub image_limits: ImageLimits,
     image: ImageEncoder,
     text: TextEncoder,
 }
@@ -46,7 +49,7 @@ impl ClipModel {
         let tokenizer = ClipTokenizer::load(&layout.tokenizer, config.text_cfg.context_length)?;
         let image = ImageEncoder::load(&layout.visual_model, preprocess.size, options)?;
         let text = TextEncoder::load(&layout.textual_model, config.text_cfg.context_length, options)?;
-        Ok(Self { layout, config, preprocess, tokenizer, image, text })
+        Ok(Self { layout, config, preprocess, tokenizer, image_limits: ImageLimits::default(), image, text })
     }
 
     /// Embedding width.
@@ -61,7 +64,7 @@ impl ClipModel {
 
     /// Decodes and preprocesses one encoded image (thread-safe; call from a pool).
     pub fn preprocess_image(&self, bytes: &[u8]) -> Result<Vec<f32>> {
-        preprocess::preprocess_image(bytes, &self.preprocess)
+        preprocess::preprocess_image(bytes, &self.preprocess, &self.image_limits)
     }
 
     /// Embeds concatenated preprocessed images.

@@ -3,10 +3,15 @@
 //! Steps: decode (any of jpeg/png/webp/bmp/tiff/gif), apply the EXIF orientation, convert to 8-bit RGB (alpha
 //! dropped, grey replicated, CMYK and 16-bit converted), resize (Pillow-exact kernel), center crop or pad,
 //! scale to [0, 1] and normalise per channel.
+//!
+//! Hostile images are bounded before any allocation: the pixel count is read from the header and checked against
+//! [`ImageLimits`] (Pillow's decompression-bomb threshold by default), the decoder runs under `image::Limits`, and
+//! resize + crop computes only the pixels that survive the crop, so memory follows the model's input size whatever
+//! the aspect ratio (a 1 x 1,000,000 image is 3 MB decoded, not 150 GB resized).
 
 use crate::config::{PreprocessConfig, ResizeMode};
 use crate::error::{ModelError, Result};
-use crate::resample::resize_rgb8;
+use crate::resample::{resize_rgb8_window, Window};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 use std::io::Cursor;
 
@@ -21,14 +26,48 @@ pub struct RgbImage {
     pub pixels: Vec<u8>,
 }
 
-/// Decodes encoded image bytes to upright RGB8, as `ImageOps.exif_transpose(Image.open(b)).convert("RGB")`.
-pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
-    let reader =
+/// Pillow's `Image.MAX_IMAGE_PIXELS * 2`: above it PIL refuses an image as a decompression bomb.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 178_956_970;
+
+/// Bounds on what one image may cost to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Most pixels (width x height, from the header) an image may have; larger ones are refused undecoded.
+    pub max_pixels: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self { max_pixels: DEFAULT_MAX_IMAGE_PIXELS }
+    }
+}
+
+impl ImageLimits {
+    /// The decoder's own limits: no side or buffer beyond what `max_pixels` of 16-bit RGBA can need.
+    fn decoder_limits(&self) -> image::Limits {
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(self.max_pixels.min(u32::MAX as u64) as u32);
+        limits.max_image_height = Some(self.max_pixels.min(u32::MAX as u64) as u32);
+        limits.max_alloc = Some(self.max_pixels.saturating_mul(8).max(1 << 20));
+        limits
+    }
+}
+
+/// Decodes encoded image bytes to upright RGB8, as `ImageOps.exif_transpose(Image.open(b)).convert("RGB")`,
+/// refusing images over `limits` from their header.
+pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
+    let mut reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ModelError::Decode(e.to_string()))?;
     if reader.format().is_none() {
         return Err(ModelError::Decode("unrecognised image format".into()));
     }
+    reader.limits(limits.decoder_limits());
     let mut decoder = reader.into_decoder().map_err(|e| ModelError::Decode(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    let pixels = w as u64 * h as u64;
+    if pixels > limits.max_pixels {
+        return Err(ModelError::ImageTooLarge { width: w, height: h, max_pixels: limits.max_pixels });
+    }
     // A broken EXIF block must not lose an otherwise good image: fall back to no rotation.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| ModelError::Decode(e.to_string()))?;
@@ -78,52 +117,54 @@ fn shortest_side_size(w: usize, h: usize, target: usize) -> (usize, usize) {
     }
 }
 
-/// Crops (or pads with `fill`) to `out_w x out_h` around the center, as torchvision's `CenterCrop`.
-fn center_crop(img: &RgbImage, out_w: usize, out_h: usize, fill: u8) -> RgbImage {
-    let top = round_half_even((img.height as f64 - out_h as f64) / 2.0);
-    let left = round_half_even((img.width as f64 - out_w as f64) / 2.0);
+/// Resizes `img` to `w x h` (Pillow-exact) and crops or pads that to `out_w x out_h` around the center, as
+/// torchvision's `CenterCrop` (padding with `fill`), computing only the pixels inside the crop.
+fn resize_and_center_crop(
+    img: &RgbImage,
+    (w, h): (usize, usize),
+    (out_w, out_h): (usize, usize),
+    fill: u8,
+    cfg: &PreprocessConfig,
+) -> RgbImage {
+    let (w, h) = (w.max(1), h.max(1));
+    let top = round_half_even((h as f64 - out_h as f64) / 2.0);
+    let left = round_half_even((w as f64 - out_w as f64) / 2.0);
+    // The part of the resized image that lands inside the output.
+    let (x0, x1) = (left.max(0), (left + out_w as i64).min(w as i64));
+    let (y0, y1) = (top.max(0), (top + out_h as i64).min(h as i64));
     let mut pixels = vec![fill; out_w * out_h * 3];
-    for y in 0..out_h {
-        let sy = y as i64 + top;
-        if sy < 0 || sy >= img.height as i64 {
-            continue;
-        }
-        for x in 0..out_w {
-            let sx = x as i64 + left;
-            if sx < 0 || sx >= img.width as i64 {
-                continue;
-            }
-            let s = (sy as usize * img.width + sx as usize) * 3;
-            pixels[(y * out_w + x) * 3..(y * out_w + x) * 3 + 3].copy_from_slice(&img.pixels[s..s + 3]);
+    if x0 < x1 && y0 < y1 {
+        let window = Window { x: x0 as usize, y: y0 as usize, width: (x1 - x0) as usize, height: (y1 - y0) as usize };
+        let part = resize_rgb8_window(&img.pixels, img.width, img.height, w, h, window, cfg.interpolation);
+        let (dx, dy) = ((x0 - left) as usize, (y0 - top) as usize);
+        let row = window.width * 3;
+        for (r, src) in part.chunks_exact(row).enumerate() {
+            let start = ((dy + r) * out_w + dx) * 3;
+            pixels[start..start + row].copy_from_slice(src);
         }
     }
     RgbImage { width: out_w, height: out_h, pixels }
-}
-
-fn resized(img: &RgbImage, w: usize, h: usize, cfg: &PreprocessConfig) -> RgbImage {
-    let (w, h) = (w.max(1), h.max(1));
-    RgbImage { width: w, height: h, pixels: resize_rgb8(&img.pixels, img.width, img.height, w, h, cfg.interpolation) }
 }
 
 /// Resizes and crops an RGB image to the model's input size following `resize_mode`.
 pub fn fit_to_model(img: &RgbImage, cfg: &PreprocessConfig) -> RgbImage {
     let (th, tw) = cfg.size;
     match cfg.resize_mode {
-        ResizeMode::Squash => resized(img, tw, th, cfg),
+        ResizeMode::Squash => resize_and_center_crop(img, (tw, th), (tw, th), 0, cfg),
         ResizeMode::Shortest => {
-            let (w, h) = if th == tw {
+            let size = if th == tw {
                 shortest_side_size(img.width, img.height, th)
             } else {
                 // OpenCLIP's ResizeKeepRatio(longest=0): scale so both sides cover the target.
                 let ratio = (img.width as f64 / tw as f64).min(img.height as f64 / th as f64);
                 ((img.width as f64 / ratio).round() as usize, (img.height as f64 / ratio).round() as usize)
             };
-            center_crop(&resized(img, w, h, cfg), tw, th, 0)
+            resize_and_center_crop(img, size, (tw, th), 0, cfg)
         }
         ResizeMode::Longest => {
             let ratio = (img.width as f64 / tw as f64).max(img.height as f64 / th as f64);
-            let (w, h) = ((img.width as f64 / ratio).round() as usize, (img.height as f64 / ratio).round() as usize);
-            center_crop(&resized(img, w, h, cfg), tw, th, cfg.fill_color)
+            let size = ((img.width as f64 / ratio).round() as usize, (img.height as f64 / ratio).round() as usize);
+            resize_and_center_crop(img, size, (tw, th), cfg.fill_color, cfg)
         }
     }
 }
@@ -142,8 +183,8 @@ pub fn normalize_into(img: &RgbImage, cfg: &PreprocessConfig, out: &mut [f32]) {
 }
 
 /// Decodes and preprocesses one encoded image into the model's input tensor (`3 * h * w` floats, CHW).
-pub fn preprocess_image(bytes: &[u8], cfg: &PreprocessConfig) -> Result<Vec<f32>> {
-    let rgb = decode_rgb(bytes)?;
+pub fn preprocess_image(bytes: &[u8], cfg: &PreprocessConfig, limits: &ImageLimits) -> Result<Vec<f32>> {
+    let rgb = decode_rgb(bytes, limits)?;
     let fitted = fit_to_model(&rgb, cfg);
     let mut out = vec![0f32; fitted.width * fitted.height * 3];
     normalize_into(&fitted, cfg, &mut out);
@@ -171,6 +212,107 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        assert!(matches!(decode_rgb(b"not an image at all"), Err(ModelError::Decode(_))));
+        assert!(matches!(decode_rgb(b"not an image at all", &ImageLimits::default()), Err(ModelError::Decode(_))));
+    }
+
+    /// A PNG of `width x height` greyscale pixels whose header is real but whose data is one empty IDAT: what a
+    /// bomb looks like up to the point a decoder allocates.
+    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = 0xffff_ffffu32;
+            for &b in bytes {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                }
+            }
+            !crc
+        }
+        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+            out.extend((data.len() as u32).to_be_bytes());
+            let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+            out.extend(&body);
+            out.extend(crc32(&body).to_be_bytes());
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]); // 8-bit greyscale, deflate, no filter, no interlace
+        chunk(&mut png, b"IHDR", &ihdr);
+        chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(&mut png, b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn an_image_over_the_pixel_limit_is_refused_from_its_header() {
+        let bomb = png_header_only(40_000, 40_000);
+        let err = decode_rgb(&bomb, &ImageLimits::default()).unwrap_err();
+        assert!(matches!(err, ModelError::ImageTooLarge { width: 40_000, height: 40_000, .. }), "{err}");
+        assert!(err.to_string().contains("1600000000 pixels, over the limit of 178956970"), "{err}");
+        let small = ImageLimits { max_pixels: 99 };
+        assert!(matches!(decode_rgb(&png_header_only(10, 10), &small), Err(ModelError::ImageTooLarge { .. })));
+    }
+
+    fn config(mode: ResizeMode) -> PreprocessConfig {
+        PreprocessConfig {
+            size: (24, 24),
+            mean: [0.5; 3],
+            std: [0.25; 3],
+            interpolation: crate::resample::Interpolation::Bicubic,
+            resize_mode: mode,
+            fill_color: 9,
+        }
+    }
+
+    /// The old path: resize the whole image, then crop or pad it.
+    fn resize_then_crop(img: &RgbImage, (w, h): (usize, usize), (ow, oh): (usize, usize), fill: u8) -> RgbImage {
+        let (w, h) = (w.max(1), h.max(1));
+        let bicubic = crate::resample::Interpolation::Bicubic;
+        let full = crate::resample::resize_rgb8(&img.pixels, img.width, img.height, w, h, bicubic);
+        let top = round_half_even((h as f64 - oh as f64) / 2.0);
+        let left = round_half_even((w as f64 - ow as f64) / 2.0);
+        let mut pixels = vec![fill; ow * oh * 3];
+        for y in 0..oh {
+            for x in 0..ow {
+                let (sy, sx) = (y as i64 + top, x as i64 + left);
+                if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
+                    let s = (sy as usize * w + sx as usize) * 3;
+                    pixels[(y * ow + x) * 3..(y * ow + x) * 3 + 3].copy_from_slice(&full[s..s + 3]);
+                }
+            }
+        }
+        RgbImage { width: ow, height: oh, pixels }
+    }
+
+    #[test]
+    fn cropping_while_resizing_gives_the_pixels_of_resize_then_crop() {
+        for (w, h) in [(50, 30), (30, 50), (7, 90), (90, 7), (24, 24), (13, 13)] {
+            let img = RgbImage { width: w, height: h, pixels: (0..w * h * 3).map(|i| (i * 31 % 256) as u8).collect() };
+            let short = shortest_side_size(w, h, 24);
+            assert_eq!(
+                fit_to_model(&img, &config(ResizeMode::Shortest)).pixels,
+                resize_then_crop(&img, short, (24, 24), 0).pixels
+            );
+            let ratio = (w as f64 / 24.0).max(h as f64 / 24.0);
+            let long = ((w as f64 / ratio).round() as usize, (h as f64 / ratio).round() as usize);
+            assert_eq!(
+                fit_to_model(&img, &config(ResizeMode::Longest)).pixels,
+                resize_then_crop(&img, long, (24, 24), 9).pixels
+            );
+        }
+    }
+
+    #[test]
+    fn a_one_pixel_wide_million_pixel_image_is_fitted_without_resizing_it_whole() {
+        let tall = image::GrayImage::from_fn(1, 1_000_000, |_, y| image::Luma([(y % 251) as u8]));
+        let mut png = Vec::new();
+        tall.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let cfg = config(ResizeMode::Shortest);
+        let started = std::time::Instant::now();
+        let out = preprocess_image(&png, &cfg, &ImageLimits::default()).unwrap();
+        assert_eq!(out.len(), 3 * 24 * 24);
+        assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
     }
 }

@@ -61,22 +61,29 @@ impl Interpolation {
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// Fixed-point kernel weights of one pass: for each output index, the first input index and the weights.
+/// Fixed-point kernel weights of one pass over a run of output indices: for each, the first input index and the
+/// weights. Each output index's weights depend only on the index and the two sizes, so computing a run of them gives
+/// exactly the values Pillow computes for the whole line.
 struct PassCoefficients {
     ksize: usize,
     bounds: Vec<(usize, usize)>,
     weights: Vec<i32>,
 }
 
-fn precompute(in_size: usize, out_size: usize, filter: Interpolation) -> PassCoefficients {
+fn precompute(
+    in_size: usize,
+    out_size: usize,
+    outputs: std::ops::Range<usize>,
+    filter: Interpolation,
+) -> PassCoefficients {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
+    let mut bounds = Vec::with_capacity(outputs.len());
+    let mut weights = vec![0i32; outputs.len() * ksize];
     let mut k = vec![0f64; ksize];
-    for xx in 0..out_size {
+    for (i, xx) in outputs.enumerate() {
         let center = (xx as f64 + 0.5) * scale;
         let ss = 1.0 / filterscale;
         // C casts truncate toward zero; clamping afterwards reproduces Pillow's bounds exactly.
@@ -88,7 +95,7 @@ fn precompute(in_size: usize, out_size: usize, filter: Interpolation) -> PassCoe
             *w = filter.weight((x as f64 + xmin as f64 - center + 0.5) * ss);
             total += *w;
         }
-        let row = &mut weights[xx * ksize..(xx + 1) * ksize];
+        let row = &mut weights[i * ksize..(i + 1) * ksize];
         for x in 0..count {
             let w = if total != 0.0 { k[x] / total } else { k[x] };
             let scaled = w * (1u32 << PRECISION_BITS) as f64;
@@ -109,6 +116,26 @@ fn clip8(v: i64) -> u8 {
     }
 }
 
+/// A rectangle of an output image: columns `x..x + width`, rows `y..y + height`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// First column.
+    pub x: usize,
+    /// First row.
+    pub y: usize,
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+}
+
+impl Window {
+    /// The whole of a `width x height` image.
+    pub fn full(width: usize, height: usize) -> Self {
+        Self { x: 0, y: 0, width, height }
+    }
+}
+
 /// Resizes a packed RGB8 image (`width*height*3` bytes) to `out_w x out_h` exactly as Pillow does.
 pub fn resize_rgb8(
     src: &[u8],
@@ -118,21 +145,52 @@ pub fn resize_rgb8(
     out_h: usize,
     filter: Interpolation,
 ) -> Vec<u8> {
+    resize_rgb8_window(src, width, height, out_w, out_h, Window::full(out_w, out_h), filter)
+}
+
+/// The `window` of the image [`resize_rgb8`] would return, computing only that window: the bytes are the same as
+/// cropping the full resize, but memory and time follow the window and the input rows it reads, never `out_w *
+/// out_h` (a 1 x 1,000,000 image resized for a 224-pixel model would otherwise need 224 x 224,000,000 pixels).
+/// `window` must lie inside the output.
+pub fn resize_rgb8_window(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    out_w: usize,
+    out_h: usize,
+    window: Window,
+    filter: Interpolation,
+) -> Vec<u8> {
     assert_eq!(src.len(), width * height * 3, "RGB buffer size does not match its dimensions");
-    if filter == Interpolation::Nearest {
-        return resize_nearest(src, width, height, out_w, out_h);
+    assert!(
+        window.x + window.width <= out_w && window.y + window.height <= out_h,
+        "window {window:?} outside the {out_w}x{out_h} output"
+    );
+    if window.width == 0 || window.height == 0 {
+        return Vec::new();
     }
-    let horizontal = precompute(width, out_w, filter);
-    let vertical = precompute(height, out_h, filter);
+    let columns = window.x..window.x + window.width;
+    let rows_out = window.y..window.y + window.height;
+    if filter == Interpolation::Nearest {
+        return resize_nearest(src, width, height, out_w, out_h, window);
+    }
+    let vertical = (out_h != height).then(|| precompute(height, out_h, rows_out.clone(), filter));
+    // The input rows the vertical pass reads (the window's rows themselves when it is an identity).
+    let (first_row, last_row) = match &vertical {
+        Some(v) => {
+            let (last_start, last_count) = v.bounds[v.bounds.len() - 1];
+            (v.bounds[0].0, last_start + last_count)
+        }
+        None => (rows_out.start, rows_out.end),
+    };
+    let stride = window.width * 3;
     // Horizontal pass first, only over the rows the vertical pass reads (Pillow does the same).
-    let (first_row, rows) = if out_w != width {
-        let first = vertical.bounds[0].0;
-        let (last_start, last_count) = vertical.bounds[out_h - 1];
-        let last = last_start + last_count;
-        let mut tmp = vec![0u8; (last - first) * out_w * 3];
-        for (ty, y) in (first..last).enumerate() {
+    let mut rows = vec![0u8; (last_row - first_row) * stride];
+    if out_w != width {
+        let horizontal = precompute(width, out_w, columns, filter);
+        for (ty, y) in (first_row..last_row).enumerate() {
             let in_row = &src[y * width * 3..(y + 1) * width * 3];
-            let out_row = &mut tmp[ty * out_w * 3..(ty + 1) * out_w * 3];
+            let out_row = &mut rows[ty * stride..(ty + 1) * stride];
             for (xx, &(xmin, count)) in horizontal.bounds.iter().enumerate() {
                 let k = &horizontal.weights[xx * horizontal.ksize..xx * horizontal.ksize + count];
                 for c in 0..3 {
@@ -144,15 +202,16 @@ pub fn resize_rgb8(
                 }
             }
         }
-        (first, tmp)
     } else {
-        (0, src.to_vec())
-    };
-    if out_h == height {
-        return rows;
+        for (ty, y) in (first_row..last_row).enumerate() {
+            let start = (y * width + window.x) * 3;
+            rows[ty * stride..(ty + 1) * stride].copy_from_slice(&src[start..start + stride]);
+        }
     }
-    let mut out = vec![0u8; out_w * out_h * 3];
-    let stride = out_w * 3;
+    let Some(vertical) = vertical else {
+        return rows;
+    };
+    let mut out = vec![0u8; stride * window.height];
     for (yy, &(ymin, count)) in vertical.bounds.iter().enumerate() {
         let k = &vertical.weights[yy * vertical.ksize..yy * vertical.ksize + count];
         let base = ymin - first_row;
@@ -168,14 +227,14 @@ pub fn resize_rgb8(
 }
 
 /// Pillow's NEAREST: source index is the floor of the scaled pixel center.
-fn resize_nearest(src: &[u8], width: usize, height: usize, out_w: usize, out_h: usize) -> Vec<u8> {
-    let mut out = vec![0u8; out_w * out_h * 3];
-    for y in 0..out_h {
+fn resize_nearest(src: &[u8], width: usize, height: usize, out_w: usize, out_h: usize, window: Window) -> Vec<u8> {
+    let mut out = vec![0u8; window.width * window.height * 3];
+    for (oy, y) in (window.y..window.y + window.height).enumerate() {
         let sy = (((y as f64 + 0.5) * height as f64 / out_h as f64) as usize).min(height - 1);
-        for x in 0..out_w {
+        for (ox, x) in (window.x..window.x + window.width).enumerate() {
             let sx = (((x as f64 + 0.5) * width as f64 / out_w as f64) as usize).min(width - 1);
-            out[(y * out_w + x) * 3..(y * out_w + x) * 3 + 3]
-                .copy_from_slice(&src[(sy * width + sx) * 3..(sy * width + sx) * 3 + 3]);
+            let o = (oy * window.width + ox) * 3;
+            out[o..o + 3].copy_from_slice(&src[(sy * width + sx) * 3..(sy * width + sx) * 3 + 3]);
         }
     }
     out
@@ -200,9 +259,46 @@ mod tests {
         }
     }
 
+    fn pattern(width: usize, height: usize) -> Vec<u8> {
+        (0..width * height * 3).map(|i| ((i * 7919) % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_window_is_the_crop_of_the_full_resize_for_every_filter_and_direction() {
+        let (w, h) = (37, 23);
+        let src = pattern(w, h);
+        for filter in [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Nearest] {
+            for (ow, oh) in [(80, 50), (11, 7), (37, 50), (80, 23), (19, 61)] {
+                let full = resize_rgb8(&src, w, h, ow, oh, filter);
+                for window in [
+                    Window { x: 3, y: 2, width: 5, height: 4 },
+                    Window::full(ow, oh),
+                    Window { x: ow - 1, y: 0, width: 1, height: oh },
+                ] {
+                    let part = resize_rgb8_window(&src, w, h, ow, oh, window, filter);
+                    let expected: Vec<u8> = (window.y..window.y + window.height)
+                        .flat_map(|y| full[(y * ow + window.x) * 3..(y * ow + window.x + window.width) * 3].to_vec())
+                        .collect();
+                    assert_eq!(part, expected, "{filter:?} {w}x{h} -> {ow}x{oh} {window:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_of_an_absurd_upscale_needs_only_the_window() {
+        // 1 x 1000 to 224 x 224000: the full output would be 150 MB; the window is 224 x 224.
+        let src = pattern(1, 1000);
+        let window = Window { x: 0, y: 111_888, width: 224, height: 224 };
+        let part = resize_rgb8_window(&src, 1, 1000, 224, 224_000, window, Interpolation::Bicubic);
+        assert_eq!(part.len(), 224 * 224 * 3);
+        // Every column of a 1-pixel-wide source is the same.
+        assert!(part.chunks_exact(224 * 3).all(|row| row.chunks_exact(3).all(|p| p == &row[..3])));
+    }
+
     #[test]
     fn bicubic_weights_sum_to_one_in_fixed_point() {
-        let c = precompute(640, 224, Interpolation::Bicubic);
+        let c = precompute(640, 224, 0..224, Interpolation::Bicubic);
         for (i, &(_, n)) in c.bounds.iter().enumerate() {
             let s: i64 = c.weights[i * c.ksize..i * c.ksize + n].iter().map(|&w| w as i64).sum();
             assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "row {i}: {s}");

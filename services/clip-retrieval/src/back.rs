@@ -62,7 +62,11 @@ fn index_defaults(a: &BackArgs) -> IndexOptions {
 fn engine_options(a: &BackArgs) -> EngineOptions {
     let defaults = EngineOptions::default();
     EngineOptions {
-        encoder: EncoderLimits { max_batch: a.max_encode_batch.max(1), ..EncoderLimits::default() },
+        encoder: EncoderLimits {
+            max_batch: a.max_encode_batch.max(1),
+            image: clip_model::ImageLimits { max_pixels: a.max_image_pixels },
+            ..EncoderLimits::default()
+        },
         fetch: FetchRules {
             timeout: a.image_url_timeout.duration(),
             max_bytes: a.image_url_max_size.bytes() as usize,

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clip_cli::{Device, InputFormat, Metric, Modality, ModelArgs};
 use clip_data::Storage;
-use clip_model::{ClipModel, ExecutionDevice, SessionOptions};
+use clip_model::{ClipModel, ExecutionDevice, ImageLimits, SessionOptions};
 
 /// The dataset reader's format.
 pub fn input_format(f: InputFormat) -> clip_data::InputFormat {
@@ -43,7 +43,8 @@ pub fn device(d: Device) -> ExecutionDevice {
 pub fn load_model(storage: &Storage, m: &ModelArgs) -> Result<ClipModel> {
     let folder = clip_data::model_source::resolve(storage, m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
     let options = SessionOptions { device: device(m.device), intra_threads: m.num_threads };
-    let model = ClipModel::load(&folder, options).with_context(|| format!("loading model {}", folder.display()))?;
+    let mut model = ClipModel::load(&folder, options).with_context(|| format!("loading model {}", folder.display()))?;
+    model.image_limits = ImageLimits { max_pixels: m.max_image_pixels };
     tracing::info!(model = %folder.display(), embed_dim = model.embed_dim(), trims_captions = model.trims_captions(), "model loaded");
     Ok(model)
 }

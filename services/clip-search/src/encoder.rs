@@ -28,12 +28,14 @@ pub struct EncoderLimits {
     pub queue: usize,
     /// Images decoded and resized at once.
     pub preprocess_threads: usize,
+    /// What one query image may cost to decode.
+    pub image: clip_model::ImageLimits,
 }
 
 impl Default for EncoderLimits {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self { max_batch: 64, queue: 1024, preprocess_threads: cores }
+        Self { max_batch: 64, queue: 1024, preprocess_threads: cores, image: Default::default() }
     }
 }
 

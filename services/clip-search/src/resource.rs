@@ -49,7 +49,8 @@ impl ModelCache {
             return Ok(e.clone());
         }
         let options = clip_model::SessionOptions::default();
-        let model = clip_model::ClipModel::load(&folder, options)?;
+        let mut model = clip_model::ClipModel::load(&folder, options)?;
+        model.image_limits = limits.image;
         tracing::info!(model = %folder.display(), dim = model.embed_dim(), "model loaded");
         let encoder = Arc::new(QueryEncoder::new(model, limits));
         self.loaded.insert(folder, encoder.clone());

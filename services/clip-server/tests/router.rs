@@ -57,6 +57,7 @@ fn build_index(root: &Path) {
         wds_number_file_per_input_file: 10_000,
         partition_ids: None,
         dtype: clip_data::npy::NpyDtype::F16,
+        max_sample_bytes: clip_data::DEFAULT_MAX_SAMPLE_BYTES,
     };
     let model = clip_model::ClipModel::load(&shipped_model(), Default::default()).unwrap();
     let (plan, count) = clip_inference::plan(&Storage::from_env(), &opts).unwrap();

@@ -20,6 +20,23 @@ impl Backend for LocalBackend {
         std::fs::read(p).map_err(DataError::io(p.display()))
     }
 
+    fn read_at_most(&self, loc: &Location, max: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let p = path(loc)?;
+        let file = std::fs::File::open(p).map_err(DataError::io(p.display()))?;
+        let size = file.metadata().map_err(DataError::io(p.display()))?.len();
+        if size > max {
+            return Err(too_large(loc, size, max));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        // A file growing while it is read still cannot pass the cap.
+        file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(DataError::io(p.display()))?;
+        if bytes.len() as u64 > max {
+            return Err(too_large(loc, bytes.len() as u64, max));
+        }
+        Ok(bytes)
+    }
+
     fn exists(&self, loc: &Location) -> Result<bool> {
         Ok(path(loc)?.is_file())
     }
@@ -61,6 +78,10 @@ impl Backend for LocalBackend {
         staged.persist(p).map_err(|e| DataError::io(p.display())(e.error))?;
         Ok(())
     }
+}
+
+pub(super) fn too_large(loc: &Location, size: u64, max: u64) -> DataError {
+    DataError::TooLarge { path: loc.to_string(), size, limit: "--max_sample_bytes", max }
 }
 
 fn walk(dir: &Path, out: &mut Vec<Location>) -> Result<()> {

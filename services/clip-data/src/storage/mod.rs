@@ -20,6 +20,9 @@ use std::sync::Arc;
 pub trait Backend: Send + Sync {
     /// Reads a whole file.
     fn read(&self, loc: &Location) -> Result<Vec<u8>>;
+    /// Reads a whole file of at most `max` bytes; a larger one is [`DataError::TooLarge`], refused from its size
+    /// before it is read.
+    fn read_at_most(&self, loc: &Location, max: u64) -> Result<Vec<u8>>;
     /// Whether a file exists.
     fn exists(&self, loc: &Location) -> Result<bool>;
     /// Deletes a file; a missing file is not an error.
@@ -69,6 +72,11 @@ impl Storage {
     /// Reads a whole file.
     pub fn read(&self, loc: &Location) -> Result<Vec<u8>> {
         self.backend(loc).read(loc)
+    }
+
+    /// Reads a whole sample file of at most `max` bytes (`--max_sample_bytes`).
+    pub fn read_at_most(&self, loc: &Location, max: u64) -> Result<Vec<u8>> {
+        self.backend(loc).read_at_most(loc, max)
     }
 
     /// Writes a whole file atomically: readers see the old content or the new one, never a part.
@@ -207,6 +215,18 @@ mod tests {
         f.write_all(b"partial").unwrap();
         drop(f);
         assert!(storage.list(&Location::Local(dir.path().into())).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_by_its_size() {
+        let storage = Storage::from_env();
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::Local(dir.path().join("big"));
+        storage.write(&loc, &[7u8; 100]).unwrap();
+        assert_eq!(storage.read_at_most(&loc, 100).unwrap().len(), 100);
+        let err = storage.read_at_most(&loc, 99).unwrap_err();
+        assert!(matches!(err, DataError::TooLarge { size: 100, max: 99, .. }), "{err}");
+        assert!(err.to_string().contains("100 bytes, over --max_sample_bytes (99 bytes)"), "{err}");
     }
 
     #[test]

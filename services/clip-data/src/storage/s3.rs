@@ -120,6 +120,21 @@ impl Backend for S3Backend {
         })
     }
 
+    fn read_at_most(&self, loc: &Location, max: u64) -> Result<Vec<u8>> {
+        let (bucket, key) = bucket_key(loc)?;
+        let c = self.client()?;
+        c.block_on(async {
+            let out = c.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| s3_err(loc, e))?;
+            // The size comes with the response headers: a large object is refused before its body is read.
+            let size = out.content_length().unwrap_or(0).max(0) as u64;
+            if size > max {
+                return Err(super::local::too_large(loc, size, max));
+            }
+            let body = out.body.collect().await.map_err(|e| s3_err(loc, e))?;
+            Ok(body.into_bytes().to_vec())
+        })
+    }
+
     fn exists(&self, loc: &Location) -> Result<bool> {
         let (bucket, key) = bucket_key(loc)?;
         let c = self.client()?;
