@@ -3,6 +3,7 @@
 //! users do. Everything a test starts
 //! is stopped when its handle drops. `scripts/setup.sh` installs what is used here.
 
+pub mod hostile;
 pub mod kube;
 pub mod kubelet;
 

@@ -1,0 +1,190 @@
+//! The fault suite: hostile and odd inputs given to the real binaries, one named test per case, each asserting
+//! the outcome (exit status, the skip counted with its reason, the 4xx body, bounded memory, a server that goes on
+//! answering). Issue 14 lists the cases; more are added as they are found.
+
+use base64::Engine as _;
+use clip_retrieval_tests::hostile::{gradient_png, peak_rss_of, wait_with_peak_rss, zero_png};
+use clip_retrieval_tests::{cli, run, sample_dataset, shipped_model, BackServer};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const MB: u64 = 1 << 20;
+
+/// `inference` over `input` into `output` (files layout); returns the output and the process's peak RSS.
+fn inference_with_peak(input: &Path, output: &Path, extra: &[&str]) -> (std::process::Output, u64) {
+    let child = cli()
+        .arg("inference")
+        .arg("--input_dataset")
+        .arg(input)
+        .arg("--output_folder")
+        .arg(output)
+        .arg("--clip_model")
+        .arg(shipped_model())
+        .args(["--no_progress", "--batch_size", "8", "--num_prepro_workers", "2"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inference");
+    wait_with_peak_rss(child)
+}
+
+fn stats(output: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(output.join("stats/0.json")).unwrap()).unwrap()
+}
+
+fn put_image(folder: &Path, stem: &str, bytes: &[u8]) {
+    std::fs::write(folder.join(format!("{stem}.png")), bytes).unwrap();
+    std::fs::write(folder.join(format!("{stem}.txt")), format!("caption of {stem}")).unwrap();
+}
+
+#[test]
+fn inference_over_image_bombs_skips_only_the_bomb_and_writes_every_good_sample() {
+    let root = tempfile::tempdir().unwrap();
+    let good = root.path().join("good");
+    sample_dataset(&good, 12, 3, "files");
+    let mixed = root.path().join("mixed");
+    sample_dataset(&mixed, 12, 3, "files");
+    put_image(&mixed, "0000_bomb", &zero_png(40_000, 40_000));
+    put_image(&mixed, "0000_tall", &gradient_png(1, 1_000_000));
+    put_image(&mixed, "0000_wide", &gradient_png(1_000_000, 1));
+
+    let (out, baseline) = inference_with_peak(&good, &root.path().join("emb-good"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let emb = root.path().join("emb-mixed");
+    let started = Instant::now();
+    let (out, peak) = inference_with_peak(&mixed, &emb, &[]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "inference must finish: {}", String::from_utf8_lossy(&out.stderr));
+    let s = stats(&emb);
+    assert_eq!(s["sample_count"], 14, "12 good + the tall and the wide image: {s}");
+    assert_eq!(s["skipped_count"], 1, "{s}");
+    let skip = &s["skipped"][0];
+    assert!(skip["input"].as_str().unwrap().ends_with("0000_bomb.png"), "{s}");
+    let reason = skip["reason"].as_str().unwrap();
+    assert!(reason.contains("40000 x 40000") && reason.contains("over the limit of 178956970"), "{reason}");
+    assert!(peak < baseline + 50 * MB, "peak RSS {} MB vs {} MB without the hostile images", peak / MB, baseline / MB);
+    eprintln!("mixed run: {took:?}, peak RSS {} MB (baseline {} MB)", peak / MB, baseline / MB);
+}
+
+#[test]
+fn a_lower_max_image_pixels_skips_images_over_it() {
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("in");
+    sample_dataset(&input, 4, 5, "files");
+    put_image(&input, "0000_big", &gradient_png(300, 300));
+    let emb = root.path().join("emb");
+    let (out, _) = inference_with_peak(&input, &emb, &["--max_image_pixels", "80000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = stats(&emb);
+    assert_eq!((s["sample_count"].as_u64(), s["skipped_count"].as_u64()), (Some(4), Some(1)), "{s}");
+    assert!(s["skipped"][0]["reason"].as_str().unwrap().contains("over the limit of 80000"), "{s}");
+}
+
+#[test]
+fn a_webdataset_shard_with_a_lying_size_header_is_one_counted_error_and_the_run_finishes() {
+    let root = tempfile::tempdir().unwrap();
+    let shards = root.path().join("shards");
+    sample_dataset(&shards, 80, 9, "webdataset");
+    // A third shard: one good sample, then a PAX header claiming a 2^62-byte member.
+    let good = std::fs::read(shards.join("00000.tar")).unwrap();
+    let mut first = tar::Archive::new(good.as_slice());
+    let mut builder = tar::Builder::new(std::fs::File::create(shards.join("00002.tar")).unwrap());
+    for entry in first.entries().unwrap().take(3) {
+        let mut entry = entry.unwrap();
+        let mut header = entry.header().clone();
+        let path = format!("x{}", entry.path().unwrap().display());
+        builder.append_data(&mut header, path, &mut entry).unwrap();
+    }
+    builder.append_pax_extensions([("size", b"4611686018427387904".as_slice())]).unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    builder.append_data(&mut header, "y.jpg", b"jpeg".as_slice()).unwrap();
+    builder.finish().unwrap();
+    drop(builder);
+
+    let emb = root.path().join("emb");
+    let (out, _) = inference_with_peak(&shards, &emb, &["--input_format", "webdataset"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = stats(&emb);
+    assert_eq!(s["sample_count"], 81, "80 good samples and the one before the lie: {s}");
+    assert_eq!(s["skipped_count"], 1, "{s}");
+    let reason = s["skipped"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("corrupt tar") && reason.contains("header claims 4611686018427387904 bytes"), "{reason}");
+}
+
+/// A small image+text index built by the CLI, and its indices_paths.json.
+fn small_index(root: &Path) -> std::path::PathBuf {
+    let dataset = root.join("dataset");
+    sample_dataset(&dataset, 60, 13, "files");
+    let emb = root.join("emb");
+    run(
+        cli()
+            .args(["inference", "--input_dataset"])
+            .arg(&dataset)
+            .arg("--output_folder")
+            .arg(&emb)
+            .arg("--clip_model")
+            .arg(shipped_model())
+            .args(["--no_progress", "--batch_size", "32"]),
+        true,
+    );
+    let index = root.join("index");
+    run(
+        cli().arg("index").arg("--embeddings_folder").arg(&emb).arg("--index_folder").arg(&index).arg("--no_progress"),
+        true,
+    );
+    let paths = root.join("indices_paths.json");
+    let config = json!({ "faults": { "indice_folder": index, "clip_model": shipped_model() } });
+    std::fs::write(&paths, serde_json::to_vec(&config).unwrap()).unwrap();
+    paths
+}
+
+fn knn_image(server: &BackServer, png: &[u8]) -> (u16, Value, Duration) {
+    let body = json!({
+        "image": base64::engine::general_purpose::STANDARD.encode(png),
+        "modality": "image", "num_images": 3, "indice_name": "faults"
+    });
+    let started = Instant::now();
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/knn-service", server.url()))
+        .json(&body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .expect("the server answers");
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null), took)
+}
+
+#[test]
+fn back_answers_image_bombs_with_a_400_or_a_result_in_bounded_time_and_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = small_index(root.path());
+    let server = BackServer::start(&paths, &[]);
+    // Warm the image path so the baseline includes the encoder's own working set.
+    let (status, _, _) = knn_image(&server, &gradient_png(64, 48));
+    assert_eq!(status, 200);
+    let baseline = peak_rss_of(server.pid());
+
+    let (status, body, took) = knn_image(&server, &zero_png(40_000, 40_000));
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("image") && error.contains("over the limit of 178956970"), "{body}");
+    assert!(took < Duration::from_secs(1), "the bomb took {took:?}");
+    eprintln!("after the bomb: peak {} MB (baseline {} MB)", peak_rss_of(server.pid()) / MB, baseline / MB);
+
+    for (w, h) in [(1, 1_000_000), (1_000_000, 1)] {
+        let (status, body, took) = knn_image(&server, &gradient_png(w, h));
+        assert_eq!(status, 200, "{w}x{h}: {body}");
+        assert!(took < Duration::from_secs(1), "{w}x{h} took {took:?}");
+        eprintln!("after {w}x{h}: peak {} MB, {took:?}", peak_rss_of(server.pid()) / MB);
+    }
+    let peak = peak_rss_of(server.pid());
+    assert!(peak < baseline + 50 * MB, "peak RSS grew from {} MB to {} MB", baseline / MB, peak / MB);
+    let (code, _) = clip_retrieval_tests::http_get(server.port, "/healthz").expect("still serving");
+    assert_eq!(code, 200);
+}
