@@ -188,3 +188,28 @@ fn back_answers_image_bombs_with_a_400_or_a_result_in_bounded_time_and_memory() 
     let (code, _) = clip_retrieval_tests::http_get(server.port, "/healthz").expect("still serving");
     assert_eq!(code, 200);
 }
+
+#[test]
+fn index_over_an_npy_header_with_zero_columns_fails_with_a_clear_error_not_a_panic() {
+    let root = tempfile::tempdir().unwrap();
+    let img = root.path().join("emb/img_emb");
+    std::fs::create_dir_all(&img).unwrap();
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 0), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend((dict.len() as u16).to_le_bytes());
+    npy.extend(dict.as_bytes());
+    std::fs::write(img.join("img_emb_0.npy"), npy).unwrap();
+    let out = cli()
+        .arg("index")
+        .arg("--embeddings_folder")
+        .arg(root.path().join("emb"))
+        .arg("--index_folder")
+        .arg(root.path().join("index"))
+        .arg("--no_progress")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a clear error, not a panic (101) or an abort: {stderr}");
+    assert!(stderr.contains("img_emb_0.npy") && stderr.contains("shape (5, 0) has no columns"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -127,6 +127,10 @@ pub fn read_header(mut r: impl Read, name: &str) -> Result<(NpyDtype, usize, usi
         }
         _ => return Err(bad("unknown version")),
     };
+    // numpy writes headers of a few hundred bytes; a larger length is a corrupt or hostile file, not a header.
+    if hlen > MAX_HEADER_BYTES {
+        return Err(bad(&format!("header length {hlen} is over {MAX_HEADER_BYTES} bytes")));
+    }
     let mut dict = vec![0u8; hlen];
     r.read_exact(&mut dict).map_err(DataError::io(name))?;
     let dict = String::from_utf8_lossy(&dict);
@@ -147,19 +151,34 @@ pub fn read_header(mut r: impl Read, name: &str) -> Result<(NpyDtype, usize, usi
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| bad("bad shape")))
         .collect::<Result<_>>()?;
-    match dims.as_slice() {
-        [rows, cols] => Ok((dtype, *rows, *cols, skip + hlen)),
+    let (rows, cols) = match dims.as_slice() {
+        [rows, cols] => (*rows, *cols),
         // A vector (e.g. one prompt or aesthetic embedding) reads as a single row.
-        [cols] => Ok((dtype, 1, *cols, skip + hlen)),
-        _ => Err(bad("shape is not 1-D or 2-D")),
+        [cols] => (1, *cols),
+        _ => return Err(bad("shape is not 1-D or 2-D")),
+    };
+    if cols == 0 {
+        return Err(bad(&format!("shape ({rows}, 0) has no columns")));
     }
+    if data_bytes(rows, cols, dtype).is_none() {
+        return Err(bad(&format!("shape ({rows}, {cols}) is too large to address")));
+    }
+    Ok((dtype, rows, cols, skip + hlen))
+}
+
+/// Largest header length accepted (numpy's are under 1 KiB).
+pub const MAX_HEADER_BYTES: usize = 1 << 16;
+
+/// Bytes of `rows x cols` values of `dtype`, or `None` when that overflows.
+pub fn data_bytes(rows: usize, cols: usize, dtype: NpyDtype) -> Option<usize> {
+    rows.checked_mul(cols)?.checked_mul(dtype.size())
 }
 
 /// Reads a whole `.npy` matrix into memory.
 pub fn read_matrix(bytes: &[u8], name: &str) -> Result<NpyMatrix> {
     let (dtype, rows, cols, offset) = read_header(bytes, name)?;
     let body = &bytes[offset.min(bytes.len())..];
-    if body.len() < rows * cols * dtype.size() {
+    if body.len() < data_bytes(rows, cols, dtype).unwrap_or(usize::MAX) {
         return Err(DataError::format(name, format!("truncated: expected {} rows of {cols}", rows)));
     }
     let data = match dtype {
@@ -197,5 +216,30 @@ mod tests {
         let m = read_matrix(&bytes, "t.npy").unwrap();
         assert_eq!((m.rows, m.cols, m.dtype), (2, 2, NpyDtype::F16));
         assert_eq!(m.data, vec![0.5, -1.0, 0.25, 2.0]);
+    }
+
+    fn raw(dict: &str) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend([1, 0]);
+        out.extend((dict.len() as u16).to_le_bytes());
+        out.extend(dict.as_bytes());
+        out
+    }
+
+    #[test]
+    fn hostile_headers_are_format_errors_not_panics_or_huge_allocations() {
+        let zero_cols = raw("{'descr': '<f4', 'fortran_order': False, 'shape': (5, 0), }");
+        let err = read_header(zero_cols.as_slice(), "z.npy").unwrap_err().to_string();
+        assert!(err.contains("z.npy") && err.contains("shape (5, 0) has no columns"), "{err}");
+        let huge = raw("{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 4), }");
+        assert!(read_header(huge.as_slice(), "h.npy").unwrap_err().to_string().contains("too large to address"));
+        assert!(read_matrix(&huge, "h.npy").is_err());
+        let mut long = MAGIC.to_vec();
+        long.extend([2, 0]);
+        long.extend(u32::MAX.to_le_bytes());
+        let err = read_header(long.as_slice(), "l.npy").unwrap_err().to_string();
+        assert!(err.contains("header length 4294967295 is over 65536 bytes"), "{err}");
+        let truncated = raw("{'descr': '<f4', 'fortran_order': False, 'shape': (5, 4), }");
+        assert!(read_matrix(&truncated, "t.npy").unwrap_err().to_string().contains("truncated"));
     }
 }

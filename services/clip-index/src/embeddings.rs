@@ -77,7 +77,8 @@ impl EmbeddingSource {
                 _ => {}
             }
             let size = std::fs::metadata(local.path()).map_err(IndexError::io(&location))?.len() as usize;
-            if size < header_len + rows * cols * dtype.size() {
+            let expected = npy::data_bytes(rows, cols, dtype).and_then(|n| n.checked_add(header_len));
+            if expected.is_none_or(|n| size < n) {
                 return Err(IndexError::invalid(&location, format!("truncated: header says {rows} rows of {cols}")));
             }
             partitions.push(EmbeddingPartition { number, location, local, dtype, rows, header_len, first_id });
