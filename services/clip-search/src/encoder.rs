@@ -87,15 +87,20 @@ impl QueryEncoder {
     /// Decodes, preprocesses and embeds one encoded image; returns the preprocessing time too. Undecodable bytes
     /// are a request error on `field`.
     pub async fn image(&self, bytes: Vec<u8>, field: &'static str) -> Result<(Encoded, Duration)> {
-        let _slot = self.preprocess_slots.acquire().await.map_err(|_| SearchError::Internal("closed".into()))?;
+        let slot =
+            self.preprocess_slots.clone().acquire_owned().await.map_err(|_| SearchError::Internal("closed".into()))?;
         let model = self.model.clone();
         let started = Instant::now();
-        let pixels = tokio::task::spawn_blocking(move || model.preprocess_image(&bytes))
-            .await
-            .map_err(|e| SearchError::Internal(format!("image preprocessing task: {e}")))?
-            .map_err(|e| SearchError::bad(field, e.to_string()))?;
+        // The permit moves into the blocking task: a request cancelled meanwhile cannot free it while the decode
+        // still runs, so the bound holds for the work, not for the waiting requests.
+        let pixels = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            model.preprocess_image(&bytes)
+        })
+        .await
+        .map_err(|e| SearchError::Internal(format!("image preprocessing task: {e}")))?
+        .map_err(|e| SearchError::bad(field, e.to_string()))?;
         let preprocess = started.elapsed();
-        drop(_slot);
         Ok((submit(&self.image_queue, pixels, "image queue full").await?, preprocess))
     }
 }

@@ -214,17 +214,22 @@ impl SearchEngine {
         if q.use_mclip {
             answer.skipped.push("use_mclip");
         }
-        let _slot =
+        let slot =
             self.search_slots.clone().acquire_owned().await.map_err(|_| SearchError::Internal("closed".into()))?;
-        let (results, stages) = tokio::task::spawn_blocking(move || search_and_filter(&resource, &q, &query))
-            .await
-            .map_err(|e| SearchError::Internal(format!("search task: {e}")))??;
+        // The permit lives as long as the blocking work, even when the request is cancelled.
+        let (results, stages) = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            search_and_filter(&resource, &q, &query)
+        })
+        .await
+        .map_err(|e| SearchError::Internal(format!("search task: {e}")))??;
         answer.results = results;
         answer.stages.extend(stages);
         Ok(answer)
     }
 
     /// `/metadata`: the rows (configured columns) of `ids` in index `name`.
+    /// Repeated ids are answered once, in the order they first appear.
     pub async fn metadata(&self, name: Option<&str>, ids: Vec<i64>) -> Result<Vec<(i64, Map<String, Value>)>> {
         let resource = self.resource(name)?.clone();
         if ids.len() > self.options.max_num_result_ids {
@@ -233,13 +238,16 @@ impl SearchEngine {
                 format!("{} ids asked, at most {} per request", ids.len(), self.options.max_num_result_ids),
             ));
         }
+        let mut seen = HashSet::with_capacity(ids.len());
+        let ids: Vec<i64> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
         let len = resource.rows.as_ref().map(|r| r.len()).unwrap_or(0);
         if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as u64 >= len) {
             return Err(SearchError::bad("ids", format!("id {bad} is not in index {:?} ({len} rows)", resource.name)));
         }
-        let _slot =
+        let slot =
             self.search_slots.clone().acquire_owned().await.map_err(|_| SearchError::Internal("closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let rows = metadata_rows(&resource, &ids)?;
             Ok(ids.into_iter().zip(rows.into_iter().map(Option::unwrap_or_default)).collect())
         })

@@ -125,6 +125,9 @@ async fn every_route_answers_as_clip_retrieval_does() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(rows[1]["id"], 1);
     assert!(rows[0]["metadata"]["caption"].is_string(), "{rows}");
+    let (_, repeated) = call(&app, "POST", "/metadata", r#"{"indice_name": "demo", "ids": [3, 0, 3, 3]}"#).await;
+    let ids: Vec<i64> = repeated.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [3, 0], "repeated ids are answered once, in first-seen order");
     let (status, config) = call(&app, "GET", "/config.json", "").await;
     assert_eq!((status, config["urlColumn"].clone()), (StatusCode::OK, json!("url")));
     assert_eq!(call(&app, "GET", "/healthz", "").await, (StatusCode::OK, json!("ok")));

@@ -120,12 +120,12 @@ impl Storage {
         if let Location::Local(p) = folder {
             return if p.is_dir() { Ok(p.clone()) } else { Err(DataError::format(folder, "not a folder")) };
         }
-        let dest = cache.join(folder.to_string().trim_start_matches("s3://"));
+        let dest = cache.join(contained(folder, folder.to_string().trim_start_matches("s3://"))?);
         tracing::info!(from = %folder, to = %dest.display(), "copying folder");
         for file in self.list(folder)? {
             let rel =
                 file.relative_to(folder).ok_or_else(|| DataError::format(&file, "outside the folder being copied"))?;
-            let target = dest.join(&rel);
+            let target = dest.join(contained(&file, &rel)?);
             if target.is_file() {
                 continue;
             }
@@ -139,6 +139,22 @@ impl Storage {
         }
         Ok(dest)
     }
+}
+
+/// `rel` as a relative path that cannot leave the folder it is joined to: an object key with an empty, `.`, `..`
+/// or absolute component (legal in S3, hostile on a disk) is refused, naming the object.
+fn contained(what: &Location, rel: &str) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for part in rel.trim_end_matches('/').split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\\') || part.contains('\0') {
+            return Err(DataError::format(
+                what,
+                format!("object key has a {part:?} component; it would be written outside the local copy"),
+            ));
+        }
+        out.push(part);
+    }
+    Ok(out)
 }
 
 /// A local copy of a file: the file itself when local, a downloaded temporary copy for S3.
@@ -215,6 +231,20 @@ mod tests {
         f.write_all(b"partial").unwrap();
         drop(f);
         assert!(storage.list(&Location::Local(dir.path().into())).unwrap().is_empty());
+    }
+
+    #[test]
+    fn keys_that_would_leave_the_local_copy_are_refused() {
+        let loc = Location::parse("s3://b/k");
+        assert_eq!(contained(&loc, "a/b.jpg").unwrap(), PathBuf::from("a/b.jpg"));
+        for bad in ["../x", "a/../../x", "a//b", "/etc/passwd", "a/./b", "a\\..\\b"] {
+            let err = contained(&loc, bad).unwrap_err().to_string();
+            assert!(err.contains("s3://b/k") && err.contains("outside the local copy"), "{bad}: {err}");
+        }
+        let storage = Storage::from_env();
+        let err =
+            storage.materialize_folder(&Location::parse("s3://bucket/../../tmp"), Path::new("/cache")).unwrap_err();
+        assert!(err.to_string().contains("outside the local copy"), "{err}");
     }
 
     #[test]
