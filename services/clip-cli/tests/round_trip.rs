@@ -57,7 +57,7 @@ fn inference() {
         model: model(),
     };
     let argv = round_trip(&all);
-    assert_eq!(argv.iter().filter(|a| a.starts_with("--")).count(), 25, "{argv:?}");
+    assert_eq!(argv.iter().filter(|a| a.starts_with("--")).count(), 27, "{argv:?}");
 }
 
 #[test]
