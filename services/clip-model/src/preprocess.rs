@@ -215,44 +215,17 @@ mod tests {
         assert!(matches!(decode_rgb(b"not an image at all", &ImageLimits::default()), Err(ModelError::Decode(_))));
     }
 
-    /// A PNG of `width x height` greyscale pixels whose header is real but whose data is one empty IDAT: what a
-    /// bomb looks like up to the point a decoder allocates.
-    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-        fn crc32(bytes: &[u8]) -> u32 {
-            let mut crc = 0xffff_ffffu32;
-            for &b in bytes {
-                crc ^= b as u32;
-                for _ in 0..8 {
-                    crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-                }
-            }
-            !crc
-        }
-        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-            out.extend((data.len() as u32).to_be_bytes());
-            let body: Vec<u8> = kind.iter().chain(data).copied().collect();
-            out.extend(&body);
-            out.extend(crc32(&body).to_be_bytes());
-        }
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = Vec::new();
-        ihdr.extend(width.to_be_bytes());
-        ihdr.extend(height.to_be_bytes());
-        ihdr.extend([8, 0, 0, 0, 0]); // 8-bit greyscale, deflate, no filter, no interlace
-        chunk(&mut png, b"IHDR", &ihdr);
-        chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-        chunk(&mut png, b"IEND", &[]);
-        png
-    }
-
     #[test]
     fn an_image_over_the_pixel_limit_is_refused_from_its_header() {
-        let bomb = png_header_only(40_000, 40_000);
+        let bomb = clip_synthetic::hostile::zero_png(40_000, 40_000);
         let err = decode_rgb(&bomb, &ImageLimits::default()).unwrap_err();
         assert!(matches!(err, ModelError::ImageTooLarge { width: 40_000, height: 40_000, .. }), "{err}");
         assert!(err.to_string().contains("1600000000 pixels, over the limit of 178956970"), "{err}");
         let small = ImageLimits { max_pixels: 99 };
-        assert!(matches!(decode_rgb(&png_header_only(10, 10), &small), Err(ModelError::ImageTooLarge { .. })));
+        assert!(matches!(
+            decode_rgb(&clip_synthetic::hostile::zero_png(10, 10), &small),
+            Err(ModelError::ImageTooLarge { .. })
+        ));
     }
 
     fn config(mode: ResizeMode) -> PreprocessConfig {
@@ -306,9 +279,7 @@ mod tests {
 
     #[test]
     fn a_one_pixel_wide_million_pixel_image_is_fitted_without_resizing_it_whole() {
-        let tall = image::GrayImage::from_fn(1, 1_000_000, |_, y| image::Luma([(y % 251) as u8]));
-        let mut png = Vec::new();
-        tall.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let png = clip_synthetic::hostile::gradient_png(1, 1_000_000);
         let cfg = config(ResizeMode::Shortest);
         let started = std::time::Instant::now();
         let out = preprocess_image(&png, &cfg, &ImageLimits::default()).unwrap();

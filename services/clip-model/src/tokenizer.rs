@@ -34,7 +34,7 @@ impl ClipTokenizer {
 
     /// Token ids of one caption: start, BPE tokens, end; truncated to the context length with the end token kept last.
     pub fn encode(&self, caption: &str) -> Result<Vec<u32>> {
-        let cleaned = clean_caption(caption);
+        let cleaned = bounded_caption(caption, self.context_length);
         let encoding = self.inner.encode(cleaned.as_str(), true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
         let mut ids: Vec<u32> = encoding.get_ids().to_vec();
         if ids.first() != Some(&self.start_token) {
@@ -65,6 +65,27 @@ impl ClipTokenizer {
     }
 }
 
+/// Raw characters read per token of context: far more than any real caption needs for its first tokens.
+const RAW_CHARS_PER_TOKEN: usize = 256;
+
+/// The cleaned caption cut so that tokenizing costs what `context_length` tokens need, not what the caption weighs
+/// (a multi-megabyte caption would otherwise be cleaned and tokenized whole on the text worker). Every
+/// whitespace-separated word yields at least one token, so keeping the first `context_length` words keeps every
+/// token that survives truncation; the raw text is first cut at `RAW_CHARS_PER_TOKEN` characters per token, which
+/// only a caption whose first words average over 256 characters could notice.
+pub fn bounded_caption(text: &str, context_length: usize) -> String {
+    let raw_limit = context_length.max(1).saturating_mul(RAW_CHARS_PER_TOKEN);
+    let raw = match text.char_indices().nth(raw_limit) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    };
+    let cleaned = clean_caption(raw);
+    match cleaned.split(' ').nth(context_length) {
+        Some(_) => cleaned.split(' ').take(context_length).collect::<Vec<_>>().join(" "),
+        None => cleaned,
+    }
+}
+
 /// OpenAI CLIP's `basic_clean` + `whitespace_clean`: the ftfy fixes that matter for captions, HTML unescaped
 /// twice, whitespace collapsed and trimmed.
 pub fn clean_caption(text: &str) -> String {
@@ -92,7 +113,7 @@ pub fn clean_caption(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_caption;
+    use super::{bounded_caption, clean_caption};
 
     #[test]
     fn clean_up_follows_openai_basic_clean() {
@@ -100,5 +121,18 @@ mod tests {
         assert_eq!(clean_caption("\u{201C}hi\u{201D} it\u{2019}s \u{FB01}ne"), "\"hi\" it's fine");
         assert_eq!(clean_caption("\u{FF21}\u{FF22}\u{3000}c"), "AB c");
         assert_eq!(clean_caption(""), "");
+    }
+
+    #[test]
+    fn long_captions_are_cut_to_what_the_context_can_hold() {
+        assert_eq!(bounded_caption("a  b c d", 3), "a b c");
+        assert_eq!(bounded_caption("a b", 77), "a b");
+        let huge = "word ".repeat(1_000_000);
+        let started = std::time::Instant::now();
+        let cut = bounded_caption(&huge, 77);
+        assert_eq!(cut.split(' ').count(), 77);
+        assert!(started.elapsed().as_millis() < 500, "took {:?}", started.elapsed());
+        let one_word = "x".repeat(5_000_000);
+        assert_eq!(bounded_caption(&one_word, 77).len(), 77 * 256);
     }
 }

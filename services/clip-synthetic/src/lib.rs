@@ -4,6 +4,8 @@
 //! data are reproducible. Captions read like "a small red circle on a grey background"; the attributes are kept as
 //! JSON metadata so tests know the ground truth of every image.
 
+pub mod hostile;
+
 use image::{ImageEncoder, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
