@@ -213,3 +213,37 @@ fn index_over_an_npy_header_with_zero_columns_fails_with_a_clear_error_not_a_pan
     assert!(stderr.contains("img_emb_0.npy") && stderr.contains("shape (5, 0) has no columns"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn index_refuses_an_embeddings_folder_whose_inference_did_not_finish() {
+    let root = tempfile::tempdir().unwrap();
+    let dataset = root.path().join("dataset");
+    sample_dataset(&dataset, 20, 17, "files");
+    let emb = root.path().join("emb");
+    run(
+        cli()
+            .args(["inference", "--input_dataset"])
+            .arg(&dataset)
+            .arg("--output_folder")
+            .arg(&emb)
+            .arg("--clip_model")
+            .arg(shipped_model())
+            .args(["--no_progress", "--output_partition_count", "2"]),
+        true,
+    );
+    // As if partition 1 had been killed before its stats were written.
+    std::fs::remove_file(emb.join("stats/1.json")).unwrap();
+    let out = cli()
+        .arg("index")
+        .arg("--embeddings_folder")
+        .arg(&emb)
+        .arg("--index_folder")
+        .arg(root.path().join("index"))
+        .arg("--no_progress")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("partition(s) 1 have no stats/N.json"), "{stderr}");
+    assert!(!root.path().join("index/image.index").exists(), "nothing is built from an unfinished folder");
+}

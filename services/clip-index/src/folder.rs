@@ -73,15 +73,62 @@ pub struct FolderReport {
 }
 
 fn has_npy(storage: &Storage, folder: &Location) -> Result<bool> {
+    Ok(list_or_empty(storage, folder)?.iter().any(|f| f.file_name().ends_with(".npy")))
+}
+
+/// Files of `folder`, or none when it does not exist.
+fn list_or_empty(storage: &Storage, folder: &Location) -> Result<Vec<Location>> {
     match storage.list(folder) {
-        Ok(files) => Ok(files.iter().any(|f| f.file_name().ends_with(".npy"))),
-        Err(clip_data::DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Ok(files) => Ok(files),
+        Err(clip_data::DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e.into()),
     }
 }
 
+/// Refuses an embeddings folder written by our `inference` (it has `stats/`) that is unfinished or mixes runs: a
+/// partition without `stats/N.json` (written last) is still running or was killed, and partition names of two
+/// widths (`7` and `07`) come from runs with different partition counts. Folders without `stats/` (Python
+/// clip-retrieval's, hand-made ones) are taken as they are.
+fn check_finished(storage: &Storage, job: &FolderBuild) -> Result<()> {
+    let stats: std::collections::BTreeSet<String> = list_or_empty(storage, &job.embeddings_folder.join("stats"))?
+        .iter()
+        .filter_map(|f| f.file_name().strip_suffix(".json").map(str::to_string))
+        .collect();
+    if stats.is_empty() {
+        return Ok(());
+    }
+    for sub in [&job.image_subfolder, &job.text_subfolder] {
+        let folder = job.embeddings_folder.join(sub);
+        let names: Vec<String> = list_or_empty(storage, &folder)?
+            .iter()
+            .filter_map(|f| f.file_name().strip_suffix(".npy")?.rsplit('_').next().map(str::to_string))
+            .collect();
+        let widths: std::collections::BTreeSet<usize> = names.iter().map(String::len).collect();
+        if widths.len() > 1 {
+            return Err(IndexError::invalid(
+                &folder,
+                "partition names of different widths (e.g. 7 and 07): two inference runs with different partition \
+                 counts wrote this folder; rerun inference into a new folder",
+            ));
+        }
+        let unfinished: Vec<&str> = names.iter().filter(|n| !stats.contains(*n)).map(String::as_str).collect();
+        if !unfinished.is_empty() {
+            return Err(IndexError::invalid(
+                &folder,
+                format!(
+                    "partition(s) {} have no stats/N.json: their inference did not finish; rerun the same \
+                     inference command to finish them",
+                    unfinished.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Builds every index the embeddings folder has data for, then the metadata row store.
 pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildProgress) -> Result<FolderReport> {
+    check_finished(storage, job)?;
     let mut indices = Vec::new();
     let mut rows_of_first = None;
     for (modality, sub) in [(Modality::Image, &job.image_subfolder), (Modality::Text, &job.text_subfolder)] {
@@ -211,4 +258,52 @@ pub fn open_or_build_row_store(storage: &Storage, folder: &Path, fallback: &Path
         }
     };
     RowStore::open(&target).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(root: &Path) -> FolderBuild {
+        FolderBuild {
+            embeddings_folder: Location::Local(root.to_path_buf()),
+            index_folder: Location::Local(root.join("index")),
+            image_subfolder: "img_emb".into(),
+            text_subfolder: "text_emb".into(),
+            modalities: vec![Modality::Image, Modality::Text],
+            copy_metadata: false,
+            options: BuildOptions::default(),
+            trained_index_folder: None,
+        }
+    }
+
+    fn touch(root: &Path, names: &[&str]) {
+        for n in names {
+            let p = root.join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"").unwrap();
+        }
+    }
+
+    #[test]
+    fn unfinished_or_mixed_inference_folders_are_refused_and_others_taken_as_they_are() {
+        let storage = Storage::from_env();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // No stats/ (Python clip-retrieval, hand-made): names of any width are accepted.
+        touch(root, &["img_emb/img_emb_9.npy", "img_emb/img_emb_10.npy"]);
+        check_finished(&storage, &job(root)).unwrap();
+        // Ours, finished.
+        let done = tempfile::tempdir().unwrap();
+        touch(done.path(), &["img_emb/img_emb_0.npy", "img_emb/img_emb_1.npy", "stats/0.json", "stats/1.json"]);
+        check_finished(&storage, &job(done.path())).unwrap();
+        // Ours, partition 1 still running or killed.
+        std::fs::remove_file(done.path().join("stats/1.json")).unwrap();
+        let err = check_finished(&storage, &job(done.path())).unwrap_err().to_string();
+        assert!(err.contains("img_emb") && err.contains("partition(s) 1 have no stats/N.json"), "{err}");
+        // Two runs with different partition counts.
+        touch(done.path(), &["stats/1.json", "img_emb/img_emb_01.npy", "stats/01.json"]);
+        let err = check_finished(&storage, &job(done.path())).unwrap_err().to_string();
+        assert!(err.contains("different widths"), "{err}");
+    }
 }
