@@ -7,14 +7,15 @@ use clip_retrieval_tests::hostile::{gradient_png, peak_rss_of, wait_with_peak_rs
 use clip_retrieval_tests::{cli, run, sample_dataset, shipped_model, BackServer};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MB: u64 = 1 << 20;
 
-/// `inference` over `input` into `output` (files layout); returns the output and the process's peak RSS.
-fn inference_with_peak(input: &Path, output: &Path, extra: &[&str]) -> (std::process::Output, u64) {
-    let child = cli()
+/// `clip-retrieval inference` of `input` into `output` with the shipped model.
+fn inference_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = cli();
+    command
         .arg("inference")
         .arg("--input_dataset")
         .arg(input)
@@ -22,8 +23,21 @@ fn inference_with_peak(input: &Path, output: &Path, extra: &[&str]) -> (std::pro
         .arg(output)
         .arg("--clip_model")
         .arg(shipped_model())
-        .args(["--no_progress", "--batch_size", "8", "--num_prepro_workers", "2"])
-        .args(extra)
+        .args(["--no_progress", "--num_prepro_workers", "2"])
+        .args(extra);
+    command
+}
+
+/// `clip-retrieval index` of the embeddings folder `emb` into `index`.
+fn index_command(emb: &Path, index: &Path) -> Command {
+    let mut command = cli();
+    command.arg("index").arg("--embeddings_folder").arg(emb).arg("--index_folder").arg(index).arg("--no_progress");
+    command
+}
+
+/// `inference` over `input` into `output` (files layout); returns the output and the process's peak RSS.
+fn inference_with_peak(input: &Path, output: &Path, extra: &[&str]) -> (std::process::Output, u64) {
+    let child = inference_command(input, output, &[&["--batch_size", "8"], extra].concat())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -121,22 +135,9 @@ fn small_index(root: &Path) -> std::path::PathBuf {
     let dataset = root.join("dataset");
     sample_dataset(&dataset, 60, 13, "files");
     let emb = root.join("emb");
-    run(
-        cli()
-            .args(["inference", "--input_dataset"])
-            .arg(&dataset)
-            .arg("--output_folder")
-            .arg(&emb)
-            .arg("--clip_model")
-            .arg(shipped_model())
-            .args(["--no_progress", "--batch_size", "32"]),
-        true,
-    );
+    run(&mut inference_command(&dataset, &emb, &["--batch_size", "32"]), true);
     let index = root.join("index");
-    run(
-        cli().arg("index").arg("--embeddings_folder").arg(&emb).arg("--index_folder").arg(&index).arg("--no_progress"),
-        true,
-    );
+    run(&mut index_command(&emb, &index), true);
     let paths = root.join("indices_paths.json");
     let config = json!({ "faults": { "indice_folder": index, "clip_model": shipped_model() } });
     std::fs::write(&paths, serde_json::to_vec(&config).unwrap()).unwrap();
@@ -199,15 +200,7 @@ fn index_over_an_npy_header_with_zero_columns_fails_with_a_clear_error_not_a_pan
     npy.extend((dict.len() as u16).to_le_bytes());
     npy.extend(dict.as_bytes());
     std::fs::write(img.join("img_emb_0.npy"), npy).unwrap();
-    let out = cli()
-        .arg("index")
-        .arg("--embeddings_folder")
-        .arg(root.path().join("emb"))
-        .arg("--index_folder")
-        .arg(root.path().join("index"))
-        .arg("--no_progress")
-        .output()
-        .unwrap();
+    let out = index_command(&root.path().join("emb"), &root.path().join("index")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "a clear error, not a panic (101) or an abort: {stderr}");
     assert!(stderr.contains("img_emb_0.npy") && stderr.contains("shape (5, 0) has no columns"), "{stderr}");
@@ -220,28 +213,10 @@ fn index_refuses_an_embeddings_folder_whose_inference_did_not_finish() {
     let dataset = root.path().join("dataset");
     sample_dataset(&dataset, 20, 17, "files");
     let emb = root.path().join("emb");
-    run(
-        cli()
-            .args(["inference", "--input_dataset"])
-            .arg(&dataset)
-            .arg("--output_folder")
-            .arg(&emb)
-            .arg("--clip_model")
-            .arg(shipped_model())
-            .args(["--no_progress", "--output_partition_count", "2"]),
-        true,
-    );
+    run(&mut inference_command(&dataset, &emb, &["--output_partition_count", "2"]), true);
     // As if partition 1 had been killed before its stats were written.
     std::fs::remove_file(emb.join("stats/1.json")).unwrap();
-    let out = cli()
-        .arg("index")
-        .arg("--embeddings_folder")
-        .arg(&emb)
-        .arg("--index_folder")
-        .arg(root.path().join("index"))
-        .arg("--no_progress")
-        .output()
-        .unwrap();
+    let out = index_command(&emb, &root.path().join("index")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("partition(s) 1 have no stats/N.json"), "{stderr}");
