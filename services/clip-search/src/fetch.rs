@@ -50,6 +50,8 @@ impl ImageFetcher {
             .redirect(redirects)
             .user_agent(concat!("clip-retrieval-rs/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(std::sync::Arc::new(GuardedResolver { allow_private }))
+            // A proxy resolves names itself, past the resolver's guard: HTTP(S)_PROXY is not honoured.
+            .no_proxy()
             .build()
             .map_err(|e| SearchError::Config(format!("HTTP client: {e}")))?;
         Ok(Self { client, rules })
@@ -110,7 +112,7 @@ fn check_url(url: &reqwest::Url, allow_private: bool) -> std::result::Result<(),
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -119,18 +121,25 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || a >= 240 // reserved (240.0.0.0/4)
+                || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking, 198.18.0.0/15
+                || (a == 192 && b == 0 && c == 0)) // IETF protocol assignments, 192.0.0.0/24
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let [first, second, ..] = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (first & 0xffc0) == 0xfe80
+                // NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48) and 6to4 (2002::/16) reach IPv4 hosts,
+                // private ones included, through a translator: refused whatever they embed.
+                || (first == 0x64 && second == 0xff9b)
+                || first == 0x2002)
         }
     }
 }
@@ -193,10 +202,17 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "192.0.0.8",
+            "240.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "2002:c0a8:101::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "198.20.0.1", "192.0.1.1"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }
