@@ -15,11 +15,6 @@ fn path(loc: &Location) -> Result<&PathBuf> {
 }
 
 impl Backend for LocalBackend {
-    fn read(&self, loc: &Location) -> Result<Vec<u8>> {
-        let p = path(loc)?;
-        std::fs::read(p).map_err(DataError::io(p.display()))
-    }
-
     fn read_at_most(&self, loc: &Location, max: u64) -> Result<Vec<u8>> {
         use std::io::Read;
         let p = path(loc)?;

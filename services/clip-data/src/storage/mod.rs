@@ -18,8 +18,10 @@ use std::sync::Arc;
 
 /// One kind of storage. Methods are blocking: the pipelines are thread-based.
 pub trait Backend: Send + Sync {
-    /// Reads a whole file.
-    fn read(&self, loc: &Location) -> Result<Vec<u8>>;
+    /// Reads a whole file, whatever its size.
+    fn read(&self, loc: &Location) -> Result<Vec<u8>> {
+        self.read_at_most(loc, u64::MAX)
+    }
     /// Reads a whole file of at most `max` bytes; a larger one is [`DataError::TooLarge`], refused from its size
     /// before it is read.
     fn read_at_most(&self, loc: &Location, max: u64) -> Result<Vec<u8>>;

@@ -110,16 +110,6 @@ impl S3Backend {
 }
 
 impl Backend for S3Backend {
-    fn read(&self, loc: &Location) -> Result<Vec<u8>> {
-        let (bucket, key) = bucket_key(loc)?;
-        let c = self.client()?;
-        c.block_on(async {
-            let out = c.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| s3_err(loc, e))?;
-            let body = out.body.collect().await.map_err(|e| s3_err(loc, e))?;
-            Ok(body.into_bytes().to_vec())
-        })
-    }
-
     fn read_at_most(&self, loc: &Location, max: u64) -> Result<Vec<u8>> {
         let (bucket, key) = bucket_key(loc)?;
         let c = self.client()?;
