@@ -222,3 +222,56 @@ fn index_refuses_an_embeddings_folder_whose_inference_did_not_finish() {
     assert!(stderr.contains("partition(s) 1 have no stats/N.json"), "{stderr}");
     assert!(!root.path().join("index/image.index").exists(), "nothing is built from an unfinished folder");
 }
+
+/// Runs `back` on `paths` expecting it to refuse to start; returns its exit code and stderr (killed after 60 s).
+fn back_load_failure(paths: &Path) -> (Option<i32>, String) {
+    let mut child = cli()
+        .arg("back")
+        .arg("--indices_paths")
+        .arg(paths)
+        .args(["--host", "127.0.0.1", "--port", &clip_retrieval_tests::free_port().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn back");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn back_refuses_a_truncated_metadata_arrow_or_one_from_another_build_at_load() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = small_index(root.path());
+    let store = root.path().join("index/metadata.arrow");
+    let good = std::fs::read(&store).unwrap();
+
+    std::fs::write(&store, &good[..good.len() / 2]).unwrap();
+    let (code, stderr) = back_load_failure(&paths);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("metadata.arrow") && stderr.contains("not an Arrow IPC file"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A sound store with fewer rows than the index (copied from another build of the folder).
+    std::fs::write(&store, &good).unwrap();
+    let script = "import pyarrow as pa, sys\n\
+        t = pa.ipc.open_file(pa.memory_map(sys.argv[1])).read_all().slice(0, 10)\n\
+        w = pa.ipc.new_file(sys.argv[1] + '.tmp', t.schema); w.write_table(t); w.close()";
+    run(clip_retrieval_tests::python().arg("-c").arg(script).arg(&store), true);
+    std::fs::rename(store.with_extension("arrow.tmp"), &store).unwrap();
+    let (code, stderr) = back_load_failure(&paths);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("row counts differ")
+            && stderr.contains("image.index has 60")
+            && stderr.contains("metadata.arrow has 10"),
+        "{stderr}"
+    );
+}

@@ -214,6 +214,21 @@ impl LoadedIndex {
             Err(_) => None,
         };
         if let Some(r) = &report {
+            // A report beside another build's index (a half-copied folder) would apply the wrong tuning and hide it.
+            if (r.count, r.dim) != (index.len(), index.dim()) {
+                return Err(IndexError::invalid(
+                    path.display(),
+                    format!(
+                        "holds {} vectors of dimension {} but {} describes {} of dimension {} (a folder mixing two \
+                         builds: rebuild or copy it again)",
+                        index.len(),
+                        index.dim(),
+                        report_path.display(),
+                        r.count,
+                        r.dim
+                    ),
+                ));
+            }
             tune::apply(&mut index, &parse_params(&r.index_param)?)?;
         }
         Ok(Self { index, report })

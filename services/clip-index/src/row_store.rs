@@ -177,27 +177,42 @@ impl std::fmt::Debug for RowStore {
 impl RowStore {
     /// Maps `path` and reads its footer.
     pub fn open(path: &Path) -> Result<Self> {
-        let name = path.display().to_string();
-        let buffer = Buffer::from(crate::mmap::map_file(path)?);
-        if buffer.len() < 10 {
-            return Err(IndexError::invalid(&name, "too short to be an Arrow IPC file"));
+        Self::from_buffer(&path.display().to_string(), Buffer::from(crate::mmap::map_file(path)?))
+    }
+
+    /// Reads the footer of an IPC file held in `buffer`; `name` names it in errors. Every offset the footer gives is
+    /// checked against the buffer here, so a truncated or corrupt file is one error at load, never a panic per
+    /// lookup; batch contents are validated by arrow when a lookup decodes them.
+    pub fn from_buffer(name: &str, buffer: Buffer) -> Result<Self> {
+        let invalid = |reason: String| IndexError::invalid(name, reason);
+        // "ARROW1" + 2 bytes of padding, ..., footer, footer length (4 bytes), "ARROW1".
+        const MAGIC: &[u8] = b"ARROW1";
+        if buffer.len() < 8 + 10 || &buffer[..6] != MAGIC || &buffer[buffer.len() - 6..] != MAGIC {
+            return Err(invalid("not an Arrow IPC file (no ARROW1 magic at both ends; truncated?)".into()));
         }
         let trailer = buffer.len() - 10;
         let footer_len =
-            read_footer_length(buffer[trailer..].try_into().expect("10 bytes")).map_err(arrow_err(&name))?;
-        let footer = arrow_ipc::root_as_footer(&buffer[trailer.saturating_sub(footer_len)..trailer])
-            .map_err(|e| IndexError::invalid(&name, format!("bad Arrow IPC footer: {e}")))?;
-        let fb_schema = footer.schema().ok_or_else(|| IndexError::invalid(&name, "no schema"))?;
-        let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(fb_schema).map_err(arrow_err(&name))?);
+            read_footer_length(buffer[trailer..].try_into().expect("10 bytes")).map_err(arrow_err(name))?;
+        let footer_start = trailer
+            .checked_sub(footer_len)
+            .filter(|&s| s >= 8)
+            .ok_or_else(|| invalid(format!("footer length {footer_len} exceeds the file ({} bytes)", buffer.len())))?;
+        let footer = arrow_ipc::root_as_footer(&buffer[footer_start..trailer])
+            .map_err(|e| invalid(format!("bad Arrow IPC footer: {e}")))?;
+        let fb_schema = footer.schema().ok_or_else(|| invalid("no schema".into()))?;
+        let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(fb_schema).map_err(arrow_err(name))?);
         let version = footer.version();
         let blocks: Vec<Block> = footer.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
+        for (i, b) in blocks.iter().enumerate() {
+            check_block(b, footer_start).map_err(|reason| invalid(format!("record batch {i}: {reason}")))?;
+        }
         let recorded: Option<Vec<u64>> = footer
             .custom_metadata()
             .and_then(|kv| kv.iter().find(|e| e.key() == Some(BATCH_ROWS_KEY)))
             .and_then(|e| e.value())
             .map(|v| v.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect());
         let decoder = FileDecoder::new(schema.clone(), version);
-        let mut store = Self { path: name, buffer, decoder, blocks, starts: vec![0], schema };
+        let mut store = Self { path: name.to_string(), buffer, decoder, blocks, starts: vec![0], schema };
         let rows: Vec<u64> = match recorded {
             Some(rows) if rows.len() == store.blocks.len() => rows,
             // Written elsewhere (pyarrow): batch lengths come from each batch's message header.
@@ -205,13 +220,15 @@ impl RowStore {
         };
         for r in rows {
             let last = *store.starts.last().expect("starts begins with 0");
-            store.starts.push(last + r);
+            let next = last.checked_add(r).ok_or_else(|| invalid("batch row counts overflow".into()))?;
+            store.starts.push(next);
         }
         Ok(store)
     }
 
     fn block_buffer(&self, i: usize) -> Buffer {
         let b = &self.blocks[i];
+        // In range: checked by `check_block` at open.
         self.buffer.slice_with_length(b.offset() as usize, b.metaDataLength() as usize + b.bodyLength() as usize)
     }
 
@@ -219,19 +236,30 @@ impl RowStore {
         let buf = self.block_buffer(i);
         let meta_len = self.blocks[i].metaDataLength() as usize;
         // The block starts with the continuation marker and length (8 bytes), then the flatbuffer message.
-        let message = arrow_ipc::root_as_message(&buf[8.min(meta_len)..meta_len])
+        let message = arrow_ipc::root_as_message(&buf[8..meta_len])
             .map_err(|e| IndexError::invalid(&self.path, format!("bad batch message: {e}")))?;
         let batch = message
             .header_as_record_batch()
             .ok_or_else(|| IndexError::invalid(&self.path, "block is not a record batch"))?;
-        Ok(batch.length() as u64)
+        u64::try_from(batch.length())
+            .map_err(|_| IndexError::invalid(&self.path, format!("batch {i} has a negative length")))
     }
 
     fn batch(&self, i: usize) -> Result<RecordBatch> {
-        self.decoder
+        let batch = self
+            .decoder
             .read_record_batch(&self.blocks[i], &self.block_buffer(i))
             .map_err(arrow_err(&self.path))?
-            .ok_or_else(|| IndexError::invalid(&self.path, "empty batch"))
+            .ok_or_else(|| IndexError::invalid(&self.path, "empty batch"))?;
+        // The footer's row counts place ids in batches; a batch that disagrees would index past its end.
+        let expected = self.starts[i + 1] - self.starts[i];
+        if batch.num_rows() as u64 != expected {
+            return Err(IndexError::invalid(
+                &self.path,
+                format!("batch {i} has {} rows but the footer records {expected}", batch.num_rows()),
+            ));
+        }
+        Ok(batch)
     }
 
     /// Number of rows.
@@ -269,6 +297,19 @@ impl RowStore {
             out[i] = Some(row_json(batch, (id - self.starts[b]) as usize, columns));
         }
         Ok(out)
+    }
+}
+
+/// Whether a footer block lies inside the file's body (after the leading magic, before the footer), with room for
+/// its message prefix.
+fn check_block(b: &Block, footer_start: usize) -> std::result::Result<(), String> {
+    let (offset, meta, body) = (b.offset(), i64::from(b.metaDataLength()), b.bodyLength());
+    if offset < 8 || meta < 8 || body < 0 {
+        return Err(format!("bad block (offset {offset}, metadata {meta} bytes, body {body} bytes)"));
+    }
+    match offset.checked_add(meta).and_then(|e| e.checked_add(body)) {
+        Some(end) if end as u64 <= footer_start as u64 => Ok(()),
+        _ => Err(format!("block at {offset} ({meta} + {body} bytes) runs past the data ({footer_start} bytes)")),
     }
 }
 
@@ -322,5 +363,62 @@ mod tests {
         let target = Location::Local(dir.path().join("out.arrow"));
         let err = write_row_store(&Storage::from_env(), &parts, &[(0, 3)], &target).unwrap_err().to_string();
         assert!(err.contains("metadata_0.parquet") && err.contains("has 2 rows"), "{err}");
+    }
+
+    /// A two-batch store (rows "a","b" then "c") as bytes.
+    fn small_store() -> Vec<u8> {
+        let schema = Schema::new(vec![Field::new("caption", DataType::Utf8, true)]);
+        let mut bytes = Vec::new();
+        let mut writer = RowStoreWriter::new(&mut bytes, &schema).unwrap();
+        for rows in [vec!["a", "b"], vec!["c"]] {
+            let col: ArrayRef = Arc::new(StringArray::from(rows));
+            writer.write(&RecordBatch::try_new(Arc::new(schema.clone()), vec![col]).unwrap()).unwrap();
+        }
+        writer.finish().unwrap();
+        bytes
+    }
+
+    fn open_bytes(bytes: Vec<u8>) -> Result<RowStore> {
+        RowStore::from_buffer("metadata.arrow", Buffer::from(bytes))
+    }
+
+    #[test]
+    fn a_sound_store_opens_from_bytes() {
+        let store = open_bytes(small_store()).unwrap();
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.get(&[2], None).unwrap()[0].as_ref().unwrap()["caption"], "c");
+    }
+
+    #[test]
+    fn truncated_or_corrupt_footers_are_load_errors() {
+        let good = small_store();
+        let truncated = good[..good.len() - 3].to_vec();
+        assert!(open_bytes(truncated).unwrap_err().to_string().contains("ARROW1"));
+        let mut long_footer = good.clone();
+        let at = long_footer.len() - 10;
+        long_footer[at..at + 4].copy_from_slice(&(i32::MAX).to_le_bytes());
+        let err = open_bytes(long_footer).unwrap_err().to_string();
+        assert!(err.contains("metadata.arrow") && err.contains("footer length"), "{err}");
+        // Every byte of the footer flipped in turn: each is an error or a store whose lookups do not panic.
+        let footer_len = i32::from_le_bytes(good[at..at + 4].try_into().unwrap()) as usize;
+        for i in at - footer_len..at {
+            let mut bad = good.clone();
+            bad[i] ^= 0xff;
+            if let Ok(store) = open_bytes(bad) {
+                let _ = store.get(&[0, 1, 2, 3], None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_footer_row_count_that_lies_is_an_error_not_a_panic() {
+        let mut bytes = small_store();
+        // The recorded counts "2,1": make the first batch claim 9 rows.
+        let at = bytes.windows(3).rposition(|w| w == b"2,1").expect("batch rows recorded in the footer");
+        bytes[at] = b'9';
+        let store = open_bytes(bytes).unwrap();
+        assert_eq!(store.len(), 10);
+        let err = store.get(&[5], None).unwrap_err().to_string();
+        assert!(err.contains("batch 0 has 2 rows but the footer records 9"), "{err}");
     }
 }

@@ -83,6 +83,7 @@ impl IndexResource {
             (None, Some(t)) => t.dim(),
         };
         let rows = open_or_build_row_store(storage, &folder, &row_store_cache(cache, &folder))?;
+        check_row_counts(&folder, &image, &text, &rows)?;
         if rows.is_none() {
             tracing::warn!(index = name, "no metadata.arrow: results carry only id and similarity");
         }
@@ -160,6 +161,32 @@ impl IndexResource {
             SearchError::bad("modality", format!("index {:?} has no {} index", self.name, modality.name()))
         })
     }
+}
+
+/// Ids are row numbers: the indices and the row store of one folder must hold the same number of rows, or results
+/// would carry another sample's metadata (or none).
+fn check_row_counts(
+    folder: &Path,
+    image: &Option<FaissIndex>,
+    text: &Option<FaissIndex>,
+    rows: &Option<RowStore>,
+) -> Result<()> {
+    let counts = [
+        ("image.index", image.as_ref().map(FaissIndex::len)),
+        ("text.index", text.as_ref().map(FaissIndex::len)),
+        ("metadata.arrow", rows.as_ref().map(RowStore::len)),
+    ];
+    let present: Vec<(&str, u64)> = counts.iter().filter_map(|(f, n)| n.map(|n| (*f, n))).collect();
+    if present.windows(2).all(|w| w[0].1 == w[1].1) {
+        return Ok(());
+    }
+    let listed: Vec<String> = present.iter().map(|(f, n)| format!("{f} has {n}")).collect();
+    Err(SearchError::Config(format!(
+        "{}: row counts differ ({}): ids would point at the wrong metadata; rebuild the folder with \
+         `clip-retrieval index`",
+        folder.display(),
+        listed.join(", ")
+    )))
 }
 
 /// A local folder for `spec`: itself, or an s3:// folder copied under `cache`.
