@@ -275,3 +275,112 @@ fn back_refuses_a_truncated_metadata_arrow_or_one_from_another_build_at_load() {
         "{stderr}"
     );
 }
+
+/// Copies the first `n` samples (by key) of the `files` dataset `from` into `to`.
+fn copy_samples(from: &Path, to: &Path, range: std::ops::Range<usize>) {
+    std::fs::create_dir_all(to).unwrap();
+    let mut keys: Vec<String> = std::fs::read_dir(from)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".txt").map(String::from))
+        .collect();
+    keys.sort();
+    for key in &keys[range] {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.split_once('.').map(|(k, _)| k) == Some(key.as_str()) {
+                std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+            }
+        }
+    }
+}
+
+/// Every image_path written across the partitions of an output folder.
+fn written_paths(output: &Path) -> Vec<String> {
+    let summary = clip_retrieval_tests::python_summary(output);
+    let mut paths: Vec<String> = summary
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p["image_path"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn a_rerun_after_the_dataset_grew_with_another_partition_count_is_refused_not_mixed() {
+    let root = tempfile::tempdir().unwrap();
+    let all = root.path().join("all");
+    sample_dataset(&all, 40, 23, "files");
+    let dataset = root.path().join("dataset");
+    copy_samples(&all, &dataset, 0..30);
+    let emb = root.path().join("emb");
+    run(&mut inference_command(&dataset, &emb, &["--output_partition_count", "3"]), true);
+    let before = std::fs::read(emb.join("stats/0.json")).unwrap();
+
+    // The case of the issue: 10 more samples, 4 partitions. It used to skip 0..2 and deal the rest anew.
+    copy_samples(&all, &dataset, 30..40);
+    let out = inference_command(&dataset, &emb, &["--output_partition_count", "4"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for expected in ["different plan", "input_count: 30 -> 40", "partition_count: 3 -> 4", "--overwrite"] {
+        assert!(stderr.contains(expected), "missing {expected:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read(emb.join("stats/0.json")).unwrap(), before, "nothing was touched");
+    assert!(!emb.join("stats/3.json").exists());
+
+    // Same partition count, same options, grown dataset: still refused (the listing changed).
+    let out = inference_command(&dataset, &emb, &["--output_partition_count", "3"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("input_digest") && !stderr.contains("partition_count"), "{stderr}");
+
+    // --overwrite starts afresh: every sample exactly once.
+    run(&mut inference_command(&dataset, &emb, &["--output_partition_count", "4", "--overwrite"]), true);
+    let paths = written_paths(&emb);
+    let mut unique = paths.clone();
+    unique.dedup();
+    assert_eq!((paths.len(), unique.len()), (40, 40), "{paths:?}");
+    // And the folder now resumes under the new plan.
+    let out = run(&mut inference_command(&dataset, &emb, &["--output_partition_count", "4"]), true);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 computed, 4 already done"));
+}
+
+#[test]
+fn a_second_inference_run_on_the_same_local_folder_is_refused_naming_the_first() {
+    let root = tempfile::tempdir().unwrap();
+    let dataset = root.path().join("dataset");
+    sample_dataset(&dataset, 400, 29, "files");
+    let emb = root.path().join("emb");
+    let mut first = inference_command(&dataset, &emb, &["--batch_size", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = emb.join(".locks/0");
+    let started = Instant::now();
+    while std::fs::read_to_string(&lock).map(|s| s.is_empty()).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first run never took its lock");
+        if first.try_wait().unwrap().is_some() {
+            let out = first.wait_with_output().unwrap();
+            panic!("the first run ended before the second started: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = inference_command(&dataset, &emb, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let still_running = first.try_wait().unwrap().is_none();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("partition 0 of")
+            && stderr.contains(&format!("being written by another run (pid {} on host", first.id())),
+        "{stderr}"
+    );
+    assert!(still_running, "the second run was refused while the first was still writing");
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(stats(&emb)["sample_count"], 400, "the first run's output is whole");
+    // The lock went with the process: a rerun resumes.
+    let out = run(&mut inference_command(&dataset, &emb, &[]), true);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 already done"));
+}

@@ -57,6 +57,11 @@ pub struct InferenceArgs {
     /// with its reason, before anything of its size is read.
     #[arg(long, default_value_t = ByteSize::mib(64))]
     pub max_sample_bytes: ByteSize,
+    /// Delete the output folder's previous outputs (img_emb/, text_emb/, metadata/, stats/, plan.json) and start
+    /// afresh, instead of resuming; needed when the plan recorded in plan.json differs (dataset, partitions, model,
+    /// options). Not with --partition_ids.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Estimated samples per shard or parquet file, to size partitions.
     #[arg(long, default_value_t = 10_000)]
     pub wds_number_file_per_input_file: usize,

@@ -54,10 +54,11 @@ fn inference() {
         use_mclip: true,
         use_jit: true,
         no_progress: true,
+        overwrite: true,
         model: model(),
     };
     let argv = round_trip(&all);
-    assert_eq!(argv.iter().filter(|a| a.starts_with("--")).count(), 27, "{argv:?}");
+    assert_eq!(argv.iter().filter(|a| a.starts_with("--")).count(), 28, "{argv:?}");
 }
 
 #[test]

@@ -316,7 +316,19 @@ fn read_shard(storage: &Storage, loc: &Location, o: &ReadOptions, emit: &mut dyn
         Err(e) => return emit(skipped(loc, e)),
     };
     let shard_bytes = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, file));
+    read_tar(std::io::BufReader::with_capacity(1 << 20, file), loc, shard_bytes, o, emit)
+}
+
+/// Reads a webdataset tar of `shard_bytes` bytes from `reader` (`loc` names it in skips): the samples and skips of
+/// one shard, in order, each given to `emit` (which returns false to stop). Public for the fuzz target.
+pub fn read_tar(
+    reader: impl std::io::Read,
+    loc: &Location,
+    shard_bytes: u64,
+    o: &ReadOptions,
+    emit: &mut dyn FnMut(ReadEvent) -> bool,
+) -> bool {
+    let mut archive = tar::Archive::new(reader);
     let entries = match archive.entries() {
         Ok(e) => e,
         Err(e) => return emit(skipped(loc, format!("not a tar file: {e}"))),

@@ -4,11 +4,14 @@
 //! of `num_prepro_workers` threads; the calling thread encodes each batch while the next one is being prepared, and
 //! streams rows into `img_emb/img_emb_N.npy`, `text_emb/text_emb_N.npy` and `metadata/metadata_N.parquet`. Every
 //! output appears atomically, and `stats/N.json` is written last: it marks the partition finished, so a rerun on
-//! the same output folder skips it and redoes any partition without it.
+//! the same output folder skips it and redoes any partition without it, once `plan.json` shows the run is the same
+//! (see [`resume`]).
 
 mod pipeline;
+pub mod resume;
 
 pub use pipeline::{run_partition, PartitionInput, PartitionStats, Prepared};
+pub use resume::{PartitionLock, RunPlan};
 
 use clip_data::npy::NpyDtype;
 use clip_data::{partition_name, DatasetPlan, InputFormat, Location, ReadOptions, Storage};
@@ -27,6 +30,34 @@ pub enum InferenceError {
     /// The options do not make sense.
     #[error("invalid options: {0}")]
     Options(String),
+    /// The output folder was started with another plan (input listing, partitions, model or options).
+    #[error(
+        "{folder} was started with a different plan ({}): its finished partitions would mix with this run's. \
+         Rerun with the recorded options to resume, or start fresh with --overwrite (deletes img_emb/, text_emb/, \
+         metadata/, stats/) or a new --output_folder",
+        changes.join("; ")
+    )]
+    PlanChanged {
+        /// The output folder.
+        folder: String,
+        /// `field: recorded -> now`.
+        changes: Vec<String>,
+    },
+    /// Another run holds a partition of the output folder.
+    #[error(
+        "partition {partition} of {folder} is being written by another run ({owner}); wait for it to finish, or \
+         write elsewhere (lock: {lock})"
+    )]
+    Locked {
+        /// The output folder.
+        folder: String,
+        /// Partition name.
+        partition: String,
+        /// What the lock file says (pid and host).
+        owner: String,
+        /// The lock file.
+        lock: String,
+    },
 }
 
 /// Result alias of this crate.
@@ -69,6 +100,8 @@ pub struct InferenceOptions {
     pub dtype: NpyDtype,
     /// Largest file, tar member or parquet cell of one sample; larger samples are skipped with their reason.
     pub max_sample_bytes: u64,
+    /// Delete the folder's previous outputs first instead of resuming (refused with `partition_ids`).
+    pub overwrite: bool,
 }
 
 /// Hooks for progress display (CLI bars) or metrics (services).
@@ -187,10 +220,26 @@ pub fn run_plan(
         }
         None => (0..count).collect(),
     };
+    if opts.overwrite && opts.partition_ids.is_some() {
+        return Err(InferenceError::Options(
+            "--overwrite with --partition_ids would delete the partitions other processes write: clear the folder \
+             once, then run the partitions"
+                .into(),
+        ));
+    }
+    // --overwrite deletes every partition, so it first holds every partition's lock (and keeps them for the run).
+    let held: Vec<PartitionLock> = if opts.overwrite {
+        ids.iter().map(|&id| PartitionLock::acquire(&output, &partition_name(id, count))).collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    resume::check_or_record(storage, &output, &RunPlan::new(plan, count, opts, model)?, opts.overwrite)?;
     let mut summary = RunSummary { partition_count: count, ..Default::default() };
     for id in ids {
         let name = partition_name(id, count);
         let outputs = PartitionOutputs::new(&output, &name);
+        // Taken before looking at stats/N.json, so a partition another run is finishing is not redone.
+        let _lock = if held.is_empty() { Some(PartitionLock::acquire(&output, &name)?) } else { None };
         if storage.exists(&outputs.stats)? {
             tracing::info!(partition = %name, "already finished, skipping");
             summary.already_done.push(id);

@@ -49,6 +49,7 @@ fn options(input: &Path, output: &Path, batch_size: usize) -> InferenceOptions {
         partition_ids: None,
         dtype: clip_data::npy::NpyDtype::F16,
         max_sample_bytes: clip_data::DEFAULT_MAX_SAMPLE_BYTES,
+        overwrite: false,
     }
 }
 

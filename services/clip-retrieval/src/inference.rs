@@ -57,6 +57,7 @@ fn options(a: &InferenceArgs) -> Result<InferenceOptions> {
         wds_image_key: a.wds_image_key.clone(),
         wds_caption_key: a.wds_caption_key.clone(),
         max_sample_bytes: a.max_sample_bytes.bytes(),
+        overwrite: a.overwrite,
         output_partition_count: a.output_partition_count,
         wds_number_file_per_input_file: a.wds_number_file_per_input_file,
         partition_ids: a.partition_ids.clone(),

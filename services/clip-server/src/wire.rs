@@ -11,6 +11,10 @@ type Result<T> = std::result::Result<T, SearchError>;
 /// clip-retrieval's ClipClient default for `num_images` (its back requires the field; we default it).
 pub const DEFAULT_NUM_IMAGES: usize = 40;
 
+/// Largest `aesthetic_weight` accepted (either sign): the UI's slider goes to 1; beyond this the aesthetic term
+/// alone decides the query, and at f32's range it overflows.
+pub const MAX_AESTHETIC_WEIGHT: f64 = 1000.0;
+
 /// Parses a body as a JSON object.
 pub fn object(body: &[u8]) -> Result<Map<String, Value>> {
     match serde_json::from_slice::<Value>(body) {
@@ -48,7 +52,16 @@ pub fn knn_query(body: &[u8]) -> Result<KnnQuery> {
         Some(s) if s.fract() == 0.0 && (0.0..=9.0).contains(&s) => Some(s as u8),
         Some(s) => return Err(SearchError::bad("aesthetic_score", format!("{s} is not a rating from 0 to 9"))),
     };
-    let aesthetic_weight = loose_number(&o, "aesthetic_weight")?.unwrap_or(0.5) as f32;
+    let aesthetic_weight = match loose_number(&o, "aesthetic_weight")? {
+        None => 0.5,
+        Some(w) if w.abs() <= MAX_AESTHETIC_WEIGHT => w as f32,
+        Some(w) => {
+            return Err(SearchError::bad(
+                "aesthetic_weight",
+                format!("{w} is outside -{MAX_AESTHETIC_WEIGHT}..{MAX_AESTHETIC_WEIGHT}"),
+            ))
+        }
+    };
     Ok(KnnQuery {
         input,
         modality,
@@ -153,10 +166,11 @@ fn embedding(o: &Map<String, Value>) -> Result<Option<Vec<f32>>> {
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                v.as_f64()
-                    .map(|x| x as f32)
-                    .ok_or_else(|| SearchError::bad("embedding_input", format!("value {i} ({v}) is not a number")))
+            .map(|(i, v)| match v.as_f64().map(|x| x as f32) {
+                Some(x) if x.is_finite() => Ok(x),
+                // JSON has no NaN or infinity, but 1e39 is one once it is an f32.
+                Some(_) => Err(SearchError::bad("embedding_input", format!("value {i} ({v}) is out of float32 range"))),
+                None => Err(SearchError::bad("embedding_input", format!("value {i} ({v}) is not a number"))),
             })
             .collect::<Result<Vec<f32>>>()
             .map(Some),

@@ -58,6 +58,7 @@ fn build_index(root: &Path) {
         partition_ids: None,
         dtype: clip_data::npy::NpyDtype::F16,
         max_sample_bytes: clip_data::DEFAULT_MAX_SAMPLE_BYTES,
+        overwrite: false,
     };
     let model = clip_model::ClipModel::load(&shipped_model(), Default::default()).unwrap();
     let (plan, count) = clip_inference::plan(&Storage::from_env(), &opts).unwrap();

@@ -70,6 +70,13 @@ impl Backend for LocalBackend {
     fn commit(&self, staged: tempfile::NamedTempFile, target: &Location) -> Result<()> {
         let p = path(target)?;
         staged.as_file().sync_all().map_err(DataError::io(p.display()))?;
+        // Temporary files are created 0600; outputs are read by other users and pods (Python writes them 0644).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let readable = std::fs::Permissions::from_mode(0o644);
+            staged.as_file().set_permissions(readable).map_err(DataError::io(p.display()))?;
+        }
         staged.persist(p).map_err(|e| DataError::io(p.display())(e.error))?;
         Ok(())
     }
