@@ -384,3 +384,44 @@ fn a_second_inference_run_on_the_same_local_folder_is_refused_naming_the_first()
     let out = run(&mut inference_command(&dataset, &emb, &[]), true);
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 already done"));
 }
+
+fn knn_text(server: &BackServer) -> Vec<Value> {
+    let body = json!({"text": "a red circle", "num_images": 3, "indice_name": "faults"});
+    let response = reqwest::blocking::Client::new().post(format!("{}/knn-service", server.url())).json(&body).send();
+    response.unwrap().json().unwrap()
+}
+
+#[test]
+fn result_images_are_read_only_from_the_image_roots() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = small_index(root.path());
+    // Results inside the dataset folder (the root recorded at build time) carry their image.
+    let server = BackServer::start(&paths, &[]);
+    let results = knn_text(&server);
+    assert!(results.iter().all(|r| r["image"].is_string()), "{results:?}");
+    drop(server);
+
+    // A metadata column pointing at a file elsewhere: the path is returned, the file is not.
+    let secret = root.path().join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    let first = results[0]["image_path"].as_str().unwrap();
+    std::fs::copy(first, secret.join("private.jpg")).unwrap();
+    let store = root.path().join("index/metadata.arrow");
+    let script = "import pyarrow as pa, pyarrow.compute as pc, sys\n\
+        t = pa.ipc.open_file(pa.memory_map(sys.argv[1])).read_all()\n\
+        i = t.schema.get_field_index('image_path')\n\
+        t = t.set_column(i, 'image_path', pa.array([sys.argv[2]] * t.num_rows))\n\
+        w = pa.ipc.new_file(sys.argv[1] + '.tmp', t.schema); w.write_table(t); w.close()";
+    let elsewhere = secret.join("private.jpg");
+    run(clip_retrieval_tests::python().arg("-c").arg(script).arg(&store).arg(&elsewhere), true);
+    std::fs::rename(store.with_extension("arrow.tmp"), &store).unwrap();
+    let server = BackServer::start(&paths, &[]);
+    let results = knn_text(&server);
+    assert_eq!(results[0]["image_path"], elsewhere.display().to_string());
+    assert!(results.iter().all(|r| r.get("image").is_none()), "a file outside the roots was served: {results:?}");
+    drop(server);
+
+    // --image_roots names the folder: served.
+    let server = BackServer::start(&paths, &["--image_roots", secret.to_str().unwrap()]);
+    assert!(knn_text(&server).iter().all(|r| r["image"].is_string()));
+}

@@ -74,6 +74,14 @@ pub struct BackArgs {
     /// Allow image_url queries to loopback, private and link-local addresses.
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub allow_private_urls: bool,
+    /// Send image_url fetches through HTTP(S)_PROXY (off: a proxy resolves names past the private-address guard,
+    /// so it must enforce egress itself).
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub image_url_use_proxy: bool,
+    /// Folders result images (image_path) may be read from, comma-separated, for every index that does not set
+    /// image_roots (default: the input folder recorded when the index was built; none: results carry no image).
+    #[arg(long, value_delimiter = ',')]
+    pub image_roots: Option<Vec<String>>,
     /// image_url download time limit in seconds.
     #[arg(long, default_value_t = Seconds(10.0))]
     pub image_url_timeout: Seconds,

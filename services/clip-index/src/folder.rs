@@ -126,6 +126,18 @@ fn check_finished(storage: &Storage, job: &FolderBuild) -> Result<()> {
     Ok(())
 }
 
+/// The folder result images may be read from: the local `files` input recorded in the embeddings folder's
+/// `plan.json` (written by `clip-retrieval inference`); none for other inputs, whose `image_path`s are keys.
+fn recorded_image_roots(storage: &Storage, embeddings: &Location) -> Vec<String> {
+    let plan = embeddings.join("plan.json");
+    let Ok(bytes) = storage.read_at_most(&plan, 1 << 20) else { return Vec::new() };
+    let Ok(plan) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Vec::new() };
+    match (plan["input_format"].as_str(), plan["input_dataset"].as_str()) {
+        (Some("files"), Some(input)) if matches!(Location::parse(input), Location::Local(_)) => vec![input.to_string()],
+        _ => Vec::new(),
+    }
+}
+
 /// Builds every index the embeddings folder has data for, then the metadata row store.
 pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildProgress) -> Result<FolderReport> {
     check_finished(storage, job)?;
@@ -145,7 +157,9 @@ pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildPr
         if let Some(trained) = &job.trained_index_folder {
             options.trained_index = Some(trained.join(modality.index_file()));
         }
-        let report = build_index(storage, &source, &job.index_folder.join(&modality.index_file()), &options, progress)?;
+        let mut report =
+            build_index(storage, &source, &job.index_folder.join(&modality.index_file()), &options, progress)?;
+        report.image_roots = recorded_image_roots(storage, &job.embeddings_folder);
         let json = serde_json::to_vec_pretty(&report).expect("report serialises");
         storage.write(&job.index_folder.join(&modality.report_file()), &json)?;
         tracing::info!(

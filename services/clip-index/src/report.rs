@@ -50,6 +50,10 @@ pub struct IndexReport {
     pub peak_rss_bytes: u64,
     /// Partitions included, in id order.
     pub partitions: Vec<PartitionRows>,
+    /// Folders the results' `image_path`s may be read from (`back --image_roots` defaults to these): the local
+    /// input of the inference run, from the embeddings folder's `plan.json`. Empty when unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_roots: Vec<String>,
 }
 
 impl IndexReport {
@@ -81,6 +85,7 @@ impl IndexReport {
             build_seconds,
             peak_rss_bytes,
             partitions,
+            image_roots: Vec::new(),
         }
     }
 

@@ -25,7 +25,7 @@ const MAX_PLAN_BYTES: u64 = 1 << 20;
 pub struct RunPlan {
     /// Format of this file.
     pub plan_version: u32,
-    /// The input as given (not compared).
+    /// The input (a local folder made absolute; not compared).
     pub input_dataset: String,
     /// files, webdataset or parquet.
     pub input_format: String,
@@ -72,7 +72,7 @@ impl RunPlan {
         }
         Ok(Self {
             plan_version: 1,
-            input_dataset: opts.input_dataset.clone(),
+            input_dataset: absolute_input(&opts.input_dataset),
             input_format: format!("{:?}", plan.format).to_lowercase(),
             input_count: plan.units.len(),
             input_digest: hex(&listing.finalize()),
@@ -120,6 +120,17 @@ fn unit_name(unit: &InputUnit, input: &str) -> String {
             format!("{key}\t{}\t{}\t{}", ext(image), ext(text), ext(json))
         }
         InputUnit::Shard(loc) | InputUnit::ParquetFile(loc) => relative(loc),
+    }
+}
+
+/// A local input as an absolute path with symlinks resolved (index records it as the folder result images may be
+/// read from); s3:// inputs and patterns as given.
+fn absolute_input(input: &str) -> String {
+    match Location::parse(input) {
+        Location::Local(p) if !input.contains('{') => {
+            std::fs::canonicalize(&p).map(|p| p.display().to_string()).unwrap_or_else(|_| input.to_string())
+        }
+        _ => input.to_string(),
     }
 }
 

@@ -51,6 +51,7 @@ fn index_defaults(a: &BackArgs) -> IndexOptions {
         safety_model: a.safety_model.clone(),
         violence_detector: a.violence_detector.clone(),
         aesthetic_embeddings: a.aesthetic_embeddings.clone(),
+        image_roots: a.image_roots.clone(),
         ..Default::default()
     };
     if let Some(c) = &a.columns_to_return {
@@ -71,6 +72,7 @@ fn engine_options(a: &BackArgs) -> EngineOptions {
             timeout: a.image_url_timeout.duration(),
             max_bytes: a.image_url_max_size.bytes() as usize,
             allow_private: a.allow_private_urls,
+            use_proxy: a.image_url_use_proxy,
         },
         max_num_images: a.max_num_images,
         max_num_result_ids: a.max_num_result_ids,

@@ -35,6 +35,9 @@ pub struct IndexOptions {
     pub violence_detector: Option<String>,
     /// Folder of `rating0.npy` .. `rating9.npy`, one embedding each.
     pub aesthetic_embeddings: Option<String>,
+    /// Local folders result images (`image_path`) may be read from; `None` is the folder recorded in the index's
+    /// report at build time (none recorded: results carry no `image`).
+    pub image_roots: Option<Vec<String>>,
 }
 
 impl Default for IndexOptions {
@@ -51,6 +54,7 @@ impl Default for IndexOptions {
             safety_model: None,
             violence_detector: None,
             aesthetic_embeddings: None,
+            image_roots: None,
         }
     }
 }
@@ -118,6 +122,15 @@ fn apply_key(o: &mut IndexOptions, key: &str, v: Value) -> std::result::Result<(
         "safety_model" => o.safety_model = string(v)?,
         "violence_detector" => o.violence_detector = string(v)?,
         "aesthetic_embeddings" => o.aesthetic_embeddings = string(v)?,
+        "image_roots" => {
+            let Value::Array(items) = v else { return Err(format!("expected a list of folders, got {v}")) };
+            o.image_roots = Some(
+                items
+                    .into_iter()
+                    .map(|c| c.as_str().map(str::to_string).ok_or_else(|| format!("folder {c} is not a string")))
+                    .collect::<std::result::Result<_, _>>()?,
+            );
+        }
         k if IGNORED_KEYS.contains(&k) => {
             tracing::warn!(key = k, "indices_paths option accepted for compatibility; it has no effect here")
         }
@@ -125,7 +138,7 @@ fn apply_key(o: &mut IndexOptions, key: &str, v: Value) -> std::result::Result<(
             return Err(format!(
                 "unknown option (known: indice_folder, clip_model, enable_faiss_memory_mapping, columns_to_return, \
                  provide_safety_model, provide_violence_detector, provide_aesthetic_embeddings, safety_model, \
-                 violence_detector, aesthetic_embeddings, {})",
+                 violence_detector, aesthetic_embeddings, image_roots, {})",
                 IGNORED_KEYS.join(", ")
             ))
         }

@@ -376,7 +376,8 @@ fn metadata_rows(r: &IndexResource, ids: &[i64]) -> Result<Vec<Option<Map<String
             row.entry(c.clone()).or_insert(Value::Null);
         }
         if let Some(path) = row.get("image_path").and_then(Value::as_str) {
-            if let Some(b64) = crate::result_image::base64_jpeg(std::path::Path::new(path)) {
+            let path = std::path::Path::new(path);
+            if let Some(b64) = crate::result_image::base64_jpeg(path, &r.image_roots, &r.image_limits) {
                 row.insert("image".into(), Value::from(b64));
             }
         }

@@ -15,11 +15,14 @@ pub struct FetchRules {
     pub max_bytes: usize,
     /// Allow loopback, private and link-local targets (tests, trusted networks).
     pub allow_private: bool,
+    /// Send fetches through HTTP(S)_PROXY / NO_PROXY. Off by default: a proxy resolves names itself, past the
+    /// address guard (literal IPs in URLs and redirects are still checked), so it must enforce egress itself.
+    pub use_proxy: bool,
 }
 
 impl Default for FetchRules {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), max_bytes: 20 << 20, allow_private: false }
+        Self { timeout: Duration::from_secs(10), max_bytes: 20 << 20, allow_private: false, use_proxy: false }
     }
 }
 
@@ -44,16 +47,17 @@ impl ImageFetcher {
                 attempt.follow()
             }
         });
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(rules.timeout)
             .connect_timeout(rules.timeout)
             .redirect(redirects)
             .user_agent(concat!("clip-retrieval-rs/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(std::sync::Arc::new(GuardedResolver { allow_private }))
+            .dns_resolver(std::sync::Arc::new(GuardedResolver { allow_private }));
+        if !rules.use_proxy {
             // A proxy resolves names itself, past the resolver's guard: HTTP(S)_PROXY is not honoured.
-            .no_proxy()
-            .build()
-            .map_err(|e| SearchError::Config(format!("HTTP client: {e}")))?;
+            builder = builder.no_proxy();
+        }
+        let client = builder.build().map_err(|e| SearchError::Config(format!("HTTP client: {e}")))?;
         Ok(Self { client, rules })
     }
 

@@ -5,6 +5,7 @@ use crate::config::IndexOptions;
 use crate::encoder::{EncoderLimits, QueryEncoder};
 use crate::error::{Result, SearchError};
 use crate::filters::{AestheticEmbeddings, SafetyModel, ViolenceDetector};
+use crate::result_image::ImageRoots;
 use clip_data::{Location, Storage};
 use clip_index::{open_or_build_row_store, FaissIndex, LoadedIndex, Modality, RowStore};
 use std::collections::HashMap;
@@ -33,6 +34,10 @@ pub struct IndexResource {
     pub safety: Option<SafetyModel>,
     /// Loaded aesthetic embeddings.
     pub aesthetic: Option<AestheticEmbeddings>,
+    /// Where result images may be read from.
+    pub image_roots: ImageRoots,
+    /// Limits on decoding a result image that is not a JPEG (the query images' limits).
+    pub image_limits: clip_model::ImageLimits,
     /// A version string of the loaded files (build time of the index reports, else file times), for status.
     pub version: String,
 }
@@ -70,8 +75,13 @@ impl IndexResource {
         limits: EncoderLimits,
     ) -> Result<Self> {
         let folder = local_folder(storage, &o.indice_folder, cache)?;
-        let image = open_index(&folder, Modality::Image, o.enable_faiss_memory_mapping)?;
-        let text = open_index(&folder, Modality::Text, o.enable_faiss_memory_mapping)?;
+        let (image, image_report) = open_index(&folder, Modality::Image, o.enable_faiss_memory_mapping)?.unzip();
+        let (text, text_report) = open_index(&folder, Modality::Text, o.enable_faiss_memory_mapping)?.unzip();
+        let recorded = [image_report, text_report].into_iter().flatten().flatten().flat_map(|r| r.image_roots);
+        let image_roots = ImageRoots::resolve(&o.image_roots.clone().unwrap_or_else(|| recorded.collect()));
+        if image_roots.folders().is_empty() {
+            tracing::info!(index = name, "no image roots: results carry no inline image (set --image_roots)");
+        }
         let dim = match (&image, &text) {
             (None, None) => {
                 return Err(SearchError::Config(format!(
@@ -147,6 +157,8 @@ impl IndexResource {
             violence,
             safety,
             aesthetic,
+            image_roots,
+            image_limits: limits.image,
             version,
         })
     }
@@ -201,14 +213,18 @@ fn row_store_cache(cache: &Path, folder: &Path) -> PathBuf {
     cache.join("row-stores").join(name)
 }
 
-fn open_index(folder: &Path, modality: Modality, mmap: bool) -> Result<Option<FaissIndex>> {
+fn open_index(
+    folder: &Path,
+    modality: Modality,
+    mmap: bool,
+) -> Result<Option<(FaissIndex, Option<clip_index::IndexReport>)>> {
     if !folder.join(modality.index_file()).is_file() {
         return Ok(None);
     }
     let mut loaded = LoadedIndex::open(folder, modality, mmap)?;
     // Dedup and the filters look at the stored vectors of results.
     loaded.index.enable_reconstruct()?;
-    Ok(Some(loaded.index))
+    Ok(Some((loaded.index, loaded.report)))
 }
 
 /// Loads a filter from its configured path, else (when `provide`) from the model's `filters/` folder; a filter

@@ -17,17 +17,52 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     /// Path-style bucket addressing (`endpoint/bucket/key`).
     pub force_path_style: bool,
+    /// Objects of at least this many bytes are uploaded in parts (a single PUT is refused above 5 GiB).
+    pub multipart_threshold: u64,
+    /// Bytes per part (at least S3's 5 MiB minimum; raised so that no object needs over 10,000 parts).
+    pub part_size: u64,
 }
 
+/// Default of `CLIP_RETRIEVAL_S3_MULTIPART_THRESHOLD`: 64 MiB.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 << 20;
+/// Default of `CLIP_RETRIEVAL_S3_PART_SIZE`: 16 MiB.
+pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+/// S3's smallest part (all but the last).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// S3's most parts per upload.
+const MAX_PARTS: u64 = 10_000;
+
 impl S3Config {
-    /// From `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` and `AWS_S3_FORCE_PATH_STYLE`.
+    /// A client for `endpoint` (None: AWS) with the default upload sizes.
+    pub fn new(endpoint: Option<String>, force_path_style: bool) -> Self {
+        Self {
+            endpoint,
+            force_path_style,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_PART_SIZE,
+        }
+    }
+
+    /// From `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` and `AWS_S3_FORCE_PATH_STYLE`, and the upload sizes from
+    /// `CLIP_RETRIEVAL_S3_MULTIPART_THRESHOLD` / `CLIP_RETRIEVAL_S3_PART_SIZE` (bytes).
     pub fn from_env() -> Self {
         let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()));
         let force_path_style =
             std::env::var("AWS_S3_FORCE_PATH_STYLE").map(|v| v == "true" || v == "1").unwrap_or(endpoint.is_some());
-        Self { endpoint, force_path_style }
+        let bytes =
+            |var: &str, default: u64| std::env::var(var).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default);
+        Self {
+            multipart_threshold: bytes("CLIP_RETRIEVAL_S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD),
+            part_size: bytes("CLIP_RETRIEVAL_S3_PART_SIZE", DEFAULT_PART_SIZE),
+            ..Self::new(endpoint, force_path_style)
+        }
+    }
+
+    /// The part size for an object of `size` bytes.
+    fn part_size_for(&self, size: u64) -> u64 {
+        self.part_size.max(MIN_PART_SIZE).max(size.div_ceil(MAX_PARTS))
     }
 }
 
@@ -187,7 +222,17 @@ impl Backend for S3Backend {
 
     fn commit(&self, staged: tempfile::NamedTempFile, target: &Location) -> Result<()> {
         let (bucket, key) = bucket_key(target)?;
+        let size = staged.as_file().metadata().map_err(DataError::io(target))?.len();
         let c = self.client()?;
+        if size >= self.config.multipart_threshold {
+            return c.block_on(upload_in_parts(
+                &c.client,
+                staged.path(),
+                size,
+                self.config.part_size_for(size),
+                target,
+            ));
+        }
         c.block_on(async {
             let body =
                 aws_sdk_s3::primitives::ByteStream::from_path(staged.path()).await.map_err(|e| s3_err(target, e))?;
@@ -197,13 +242,79 @@ impl Backend for S3Backend {
     }
 }
 
+/// Uploads the file at `path` as `target` in parts of `part_size`, each streamed from the file (never held whole);
+/// a failed upload is aborted so no parts are left billed. The object appears only when the upload completes.
+async fn upload_in_parts(
+    client: &aws_sdk_s3::Client,
+    path: &std::path::Path,
+    size: u64,
+    part_size: u64,
+    target: &Location,
+) -> Result<()> {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let (bucket, key) = bucket_key(target)?;
+    let created =
+        client.create_multipart_upload().bucket(bucket).key(key).send().await.map_err(|e| s3_err(target, e))?;
+    let upload_id = created.upload_id().ok_or_else(|| s3_err(target, "no upload id in the reply"))?.to_string();
+    let parts = async {
+        let mut done = Vec::new();
+        for (i, offset) in (0..size).step_by(part_size as usize).enumerate() {
+            let length = part_size.min(size - offset);
+            let body = aws_sdk_s3::primitives::ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(aws_sdk_s3::primitives::Length::Exact(length))
+                .build()
+                .await
+                .map_err(|e| s3_err(target, e))?;
+            let number = i as i32 + 1;
+            let part = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .content_length(length as i64)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| s3_err(target, e))?;
+            done.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(String::from)).build());
+        }
+        client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+            .send()
+            .await
+            .map_err(|e| s3_err(target, e))?;
+        Ok::<(), DataError>(())
+    }
+    .await;
+    if parts.is_err() {
+        let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+    }
+    tracing::debug!(object = %target, size, part_size, "multipart upload");
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn parts_respect_s3_minimum_and_maximum_count() {
+        let config = S3Config { part_size: 1, ..S3Config::new(None, false) };
+        assert_eq!(config.part_size_for(1 << 30), MIN_PART_SIZE);
+        let one_tib = 1u64 << 40;
+        assert!(one_tib.div_ceil(config.part_size_for(one_tib)) <= MAX_PARTS);
+    }
+
+    #[test]
     fn a_local_path_given_to_the_s3_backend_is_an_error_not_a_panic() {
-        let backend = S3Backend::new(S3Config { endpoint: None, force_path_style: false });
+        let backend = S3Backend::new(S3Config::new(None, false));
         let err = backend.read(&Location::parse("/tmp/x")).unwrap_err();
         assert!(err.to_string().contains("not an s3:// location"), "{err}");
         assert!(backend.client.get().is_none(), "no client is built for a refused call");
