@@ -140,6 +140,8 @@ fn back() {
         max_body_size: ByteSize::mib(3),
         request_timeout: Seconds(2.5),
         allow_private_urls: true,
+        image_url_use_proxy: true,
+        image_roots: Some(vec!["/data/images".into(), "/more".into()]),
         image_url_timeout: Seconds(1.0),
         image_url_max_size: ByteSize(1000),
         search_threads: Some(1),
