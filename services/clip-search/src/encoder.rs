@@ -6,7 +6,9 @@
 use crate::error::{Result, SearchError};
 use clip_model::ClipModel;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use std::sync::Arc;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -50,6 +52,7 @@ pub struct QueryEncoder {
     text_queue: Sender<Job<String>>,
     image_queue: Sender<Job<Vec<f32>>>,
     preprocess_slots: Arc<Semaphore>,
+    workers: [Arc<WorkerHealth>; 2],
 }
 
 impl QueryEncoder {
@@ -59,19 +62,29 @@ impl QueryEncoder {
         let (text_queue, text_rx) = crossbeam_channel::bounded::<Job<String>>(limits.queue.max(1));
         let (image_queue, image_rx) = crossbeam_channel::bounded::<Job<Vec<f32>>>(limits.queue.max(1));
         let m = model.clone();
-        spawn_worker("text-encoder", text_rx, limits.max_batch, move |texts: &[String]| {
+        let text_health = spawn_worker("text-encoder", text_rx, limits.max_batch, move |texts: &[String]| {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             m.encode_texts(&refs)
         });
         let m = model.clone();
         let len = model.image_tensor_len();
-        spawn_worker("image-encoder", image_rx, limits.max_batch, move |images: &[Vec<f32>]| {
+        let image_health = spawn_worker("image-encoder", image_rx, limits.max_batch, move |images: &[Vec<f32>]| {
             let mut pixels = Vec::with_capacity(images.len() * len);
             images.iter().for_each(|p| pixels.extend_from_slice(p));
             m.encode_images(&pixels)
         });
         let preprocess_slots = Arc::new(Semaphore::new(limits.preprocess_threads.max(1)));
-        Self { model, text_queue, image_queue, preprocess_slots }
+        Self { model, text_queue, image_queue, preprocess_slots, workers: [text_health, image_health] }
+    }
+
+    /// Why this encoder cannot serve (a worker stopped), for readiness; `None` when both workers run.
+    pub fn problem(&self) -> Option<String> {
+        self.workers.iter().find_map(|w| w.problem())
+    }
+
+    /// Panics caught in the workers so far (text, image).
+    pub fn panics(&self) -> (u64, u64) {
+        (self.workers[0].panics(), self.workers[1].panics())
     }
 
     /// Embedding width of the model.
@@ -115,29 +128,90 @@ async fn submit<T>(queue: &Sender<Job<T>>, input: T, full: &'static str) -> Resu
     answer.await.map_err(|_| SearchError::Internal("encoder worker dropped a query".into()))?
 }
 
-/// Runs `encode` on batches drained from `queue` until every sender is gone.
+/// What the server knows about one tower's worker thread: panics caught (each fails only the queries of that
+/// model run; the worker goes on with the next batch) and whether it is still running.
+#[derive(Debug, Default)]
+pub struct WorkerHealth {
+    panics: AtomicU64,
+    stopped: AtomicBool,
+    last_panic: Mutex<Option<String>>,
+}
+
+impl WorkerHealth {
+    /// Panics caught so far.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
+    /// Why the worker cannot serve, when it cannot.
+    pub fn problem(&self) -> Option<String> {
+        self.stopped.load(Ordering::Relaxed).then(|| {
+            let last = self.last_panic.lock().map(|p| p.clone()).unwrap_or_default();
+            format!("worker stopped (last panic: {})", last.unwrap_or_else(|| "none".into()))
+        })
+    }
+
+    fn record_panic(&self, name: &str, payload: &(dyn std::any::Any + Send)) -> String {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic".into());
+        let message = format!("{name} panicked: {what}");
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(worker = name, panic = %what, "encoder panicked; the queries of that batch fail, the worker goes on");
+        if let Ok(mut last) = self.last_panic.lock() {
+            *last = Some(message.clone());
+        }
+        message
+    }
+}
+
+/// Runs `encode` on batches drained from `queue` until every sender is gone. A panic inside `encode` is caught and
+/// answered as an error for that batch's queries (each retried alone, so one poisoned input fails only itself);
+/// a panic anywhere else in the loop restarts the loop, at most `MAX_RESTARTS` times before the worker is
+/// reported stopped (readiness turns false).
 fn spawn_worker<T: Send + 'static>(
-    name: &str,
+    name: &'static str,
     queue: Receiver<Job<T>>,
     max_batch: usize,
     encode: impl Fn(&[T]) -> clip_model::Result<Vec<Vec<f32>>> + Send + 'static,
-) {
+) -> Arc<WorkerHealth> {
+    const MAX_RESTARTS: u32 = 100;
+    let health = Arc::new(WorkerHealth::default());
+    let h = health.clone();
     let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
-        while let Ok(first) = queue.recv() {
-            let mut jobs = vec![first];
-            while jobs.len() < max_batch.max(1) {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+        let guarded = |inputs: &[T]| match catch_unwind(AssertUnwindSafe(|| encode(inputs))) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(payload) => Err(h.record_panic(name, payload.as_ref())),
+        };
+        for _ in 0..=MAX_RESTARTS {
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                while let Ok(first) = queue.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < max_batch.max(1) {
+                        match queue.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(jobs, &guarded);
+                }
+            }));
+            match run {
+                Ok(()) => return, // every sender gone: the encoder was dropped
+                Err(payload) => {
+                    h.record_panic(name, payload.as_ref());
                 }
             }
-            run_batch(jobs, &encode);
         }
+        h.stopped.store(true, Ordering::Relaxed);
     });
     spawned.expect("spawning an encoder thread");
+    health
 }
 
-fn run_batch<T>(jobs: Vec<Job<T>>, encode: &impl Fn(&[T]) -> clip_model::Result<Vec<Vec<f32>>>) {
+fn run_batch<T>(jobs: Vec<Job<T>>, encode: &impl Fn(&[T]) -> std::result::Result<Vec<Vec<f32>>, String>) {
     let (inputs, replies): (Vec<T>, Vec<_>) = jobs.into_iter().map(|j| (j.input, j.reply)).unzip();
     let batch_size = inputs.len();
     let reply = |reply: oneshot::Sender<Result<Encoded>>, result: Result<Vec<f32>>| {
@@ -150,17 +224,46 @@ fn run_batch<T>(jobs: Vec<Job<T>>, encode: &impl Fn(&[T]) -> clip_model::Result<
         // One bad input must not fail the queries batched with it: retry each alone.
         _ if batch_size > 1 => {
             for (r, input) in replies.into_iter().zip(inputs) {
-                let one = encode(std::slice::from_ref(&input));
-                let result = one.map_err(SearchError::from).and_then(|mut e| {
+                let result = encode(std::slice::from_ref(&input)).map_err(SearchError::Internal).and_then(|mut e| {
                     e.pop().ok_or_else(|| SearchError::Internal("the model returned no embedding".into()))
                 });
                 reply(r, result);
             }
         }
         Ok(_) => replies.into_iter().for_each(|r| reply(r, Err(SearchError::Internal("no embedding".into())))),
-        Err(e) => {
-            let message = e.to_string();
-            replies.into_iter().for_each(|r| reply(r, Err(SearchError::Internal(message.clone()))));
-        }
+        Err(message) => replies.into_iter().for_each(|r| reply(r, Err(SearchError::Internal(message.clone())))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(queue: &Sender<Job<String>>, text: &str) -> oneshot::Receiver<Result<Encoded>> {
+        let (reply, answer) = oneshot::channel();
+        queue.send(Job { input: text.into(), reply }).unwrap();
+        answer
+    }
+
+    #[test]
+    fn a_panicking_input_fails_alone_and_the_worker_goes_on() {
+        let (queue, rx) = crossbeam_channel::bounded::<Job<String>>(16);
+        let health = spawn_worker("text-encoder", rx, 8, |texts: &[String]| {
+            if texts.iter().any(|t| t == "poison") {
+                panic!("tokenizer bug");
+            }
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        });
+        // Queued together so they share a batch.
+        let answers: Vec<_> = ["ok", "poison", "fine"].iter().map(|t| query(&queue, t)).collect();
+        let results: Vec<_> = answers.into_iter().map(|a| a.blocking_recv().unwrap()).collect();
+        assert_eq!(results[0].as_ref().unwrap().embedding, vec![2.0]);
+        let err = results[1].as_ref().unwrap_err().to_string();
+        assert!(err.contains("text-encoder panicked: tokenizer bug"), "{err}");
+        assert_eq!(results[2].as_ref().unwrap().embedding, vec![4.0]);
+        // Later queries are served; nothing reports the worker stopped.
+        assert_eq!(query(&queue, "later").blocking_recv().unwrap().unwrap().embedding, vec![5.0]);
+        assert!(health.panics() >= 1);
+        assert_eq!(health.problem(), None);
     }
 }

@@ -253,12 +253,28 @@ async fn config_json(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if let Some(e) = state.engine.get() {
+        for r in e.indices() {
+            let (text, image) = r.encoder.panics();
+            let gauge = |tower: &str, n: u64| {
+                state.metrics.encoder_panics.with_label_values(&[r.name.as_str(), tower]).set(n as i64)
+            };
+            gauge("text", text);
+            gauge("image", image);
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.engine.get() {
         Some(e) => {
+            // An encoder whose worker stopped fails every query of its kind: not ready, with the reason.
+            if let Some((name, problem)) = e.indices().iter().find_map(|r| r.encoder.problem().map(|p| (&r.name, p))) {
+                let error = format!("index {name}: {problem}");
+                return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "error": error })))
+                    .into_response();
+            }
             let versions: serde_json::Map<String, Value> =
                 e.indices().iter().map(|r| (r.name.clone(), Value::from(r.version.clone()))).collect();
             Json(json!({ "ready": true, "indices": versions })).into_response()

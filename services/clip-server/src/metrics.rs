@@ -30,6 +30,8 @@ pub struct Metrics {
     pub index_vectors: IntGaugeVec,
     /// `clip_retrieval_ready` (1 once every index is loaded).
     pub ready: IntGauge,
+    /// `clip_retrieval_encoder_panics{index, tower}`: panics caught in an encoder worker (each failed its batch).
+    pub encoder_panics: IntGaugeVec,
     /// Kept so the registry owns a histogram of whole knn requests under clip-retrieval's name.
     pub full_knn_request_time: Histogram,
 }
@@ -86,6 +88,11 @@ impl Metrics {
         )
         .expect("valid metric");
         let ready = IntGauge::new("clip_retrieval_ready", "1 once every index is loaded").expect("valid metric");
+        let encoder_panics = IntGaugeVec::new(
+            Opts::new("clip_retrieval_encoder_panics", "Panics caught in an encoder worker (each failed its batch)"),
+            &["index", "tower"],
+        )
+        .expect("valid metric");
         let full_knn_request_time = Histogram::with_opts(
             HistogramOpts::new("full_knn_request_time", "Time spent processing knn request (clip-retrieval's name)")
                 .buckets(LATENCY_BUCKETS.to_vec()),
@@ -101,6 +108,7 @@ impl Metrics {
             Box::new(skipped_options.clone()),
             Box::new(index_vectors.clone()),
             Box::new(ready.clone()),
+            Box::new(encoder_panics.clone()),
             Box::new(full_knn_request_time.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
@@ -116,6 +124,7 @@ impl Metrics {
             skipped_options,
             index_vectors,
             ready,
+            encoder_panics,
             full_knn_request_time,
         }
     }
