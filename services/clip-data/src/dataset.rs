@@ -432,37 +432,90 @@ fn shard_sample(
 const IMAGE_COLUMNS: [&str; 5] = ["jpg", "image", "png", "webp", "image_bytes"];
 const CAPTION_COLUMNS: [&str; 3] = ["caption", "text", "txt"];
 
+/// Rows decoded at once from a parquet file: 256, fewer when the footer says rows are large, so that one batch
+/// stays near [`PARQUET_BATCH_BYTES`] whatever the row size.
+const PARQUET_BATCH_ROWS: usize = 256;
+const PARQUET_BATCH_BYTES: u64 = 64 << 20;
+
+/// Streams one parquet file row group by row group. Sizes come from the footer before anything is decoded: the
+/// batch size follows the group's bytes per row, and a one-row group whose image or caption column is over
+/// `--max_sample_bytes` is skipped undecoded; larger cells in bigger groups are caught per cell after decoding
+/// (a batch holds at most [`PARQUET_BATCH_BYTES`] of them).
 fn read_parquet(storage: &Storage, loc: &Location, o: &ReadOptions, emit: &mut dyn FnMut(ReadEvent) -> bool) -> bool {
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
     let copy = match storage.local_copy(loc) {
         Ok(c) => c,
         Err(e) => return emit(skipped(loc, e)),
     };
-    let reader = std::fs::File::open(copy.path())
-        .map_err(|e| e.to_string())
-        .and_then(|f| {
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string())
-        })
-        .and_then(|b| b.with_batch_size(256).build().map_err(|e| e.to_string()));
-    let reader = match reader {
-        Ok(r) => r,
+    let opened = std::fs::File::open(copy.path()).map_err(|e| e.to_string()).and_then(|f| {
+        ArrowReaderMetadata::load(&f, ArrowReaderOptions::default()).map(|m| (f, m)).map_err(|e| e.to_string())
+    });
+    let (file, metadata) = match opened {
+        Ok(o) => o,
         Err(e) => return emit(skipped(loc, format!("not a readable parquet file: {e}"))),
     };
+    let read_columns: Vec<&str> = [(o.enable_image, &o.image_key), (o.enable_text, &o.caption_key)]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, k)| k.as_str())
+        .chain(IMAGE_COLUMNS.iter().copied().filter(|_| o.enable_image))
+        .chain(CAPTION_COLUMNS.iter().copied().filter(|_| o.enable_text))
+        .collect();
     let mut row0 = 0usize;
-    for batch in reader {
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => return emit(skipped(loc, format!("corrupt parquet, rest of the file skipped: {e}"))),
-        };
-        let columns = match ParquetColumns::find(&batch, o) {
-            Ok(c) => c,
-            Err(reason) => return emit(skipped(loc, reason)),
-        };
-        for row in 0..batch.num_rows() {
-            if !emit(columns.sample(&batch, row, &format!("{loc}#{}", row0 + row), o)) {
+    for (g, group) in metadata.metadata().row_groups().iter().enumerate() {
+        let rows = group.num_rows().max(0) as usize;
+        let group_row0 = row0;
+        row0 += rows;
+        if rows == 0 {
+            continue;
+        }
+        let widest = group
+            .columns()
+            .iter()
+            .filter(|c| read_columns.contains(&c.column_path().string().as_str()))
+            .map(|c| c.uncompressed_size().max(0) as u64)
+            .max()
+            .unwrap_or(0);
+        if rows == 1 && widest > o.max_sample_bytes.saturating_add(64 << 10) {
+            let reason = format!(
+                "a cell of about {widest} bytes, over --max_sample_bytes {} (from the footer)",
+                o.max_sample_bytes
+            );
+            if !emit(skipped(format!("{loc}#{group_row0}"), reason)) {
                 return false;
             }
+            continue;
         }
-        row0 += batch.num_rows();
+        let per_row = (widest / rows as u64).max(1);
+        let batch_rows = (PARQUET_BATCH_BYTES / per_row).clamp(1, PARQUET_BATCH_ROWS as u64) as usize;
+        let reader = file.try_clone().map_err(|e| e.to_string()).and_then(|f| {
+            ParquetRecordBatchReaderBuilder::new_with_metadata(f, metadata.clone())
+                .with_row_groups(vec![g])
+                .with_batch_size(batch_rows)
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        let reader = match reader {
+            Ok(r) => r,
+            Err(e) => return emit(skipped(loc, format!("not a readable parquet file: {e}"))),
+        };
+        let mut batch_row0 = group_row0;
+        for batch in reader {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => return emit(skipped(loc, format!("corrupt parquet, rest of the file skipped: {e}"))),
+            };
+            let columns = match ParquetColumns::find(&batch, o) {
+                Ok(c) => c,
+                Err(reason) => return emit(skipped(loc, reason)),
+            };
+            for row in 0..batch.num_rows() {
+                if !emit(columns.sample(&batch, row, &format!("{loc}#{}", batch_row0 + row), o)) {
+                    return false;
+                }
+            }
+            batch_row0 += batch.num_rows();
+        }
     }
     true
 }
@@ -720,5 +773,36 @@ mod tests {
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].caption.as_deref(), Some("b"));
         assert!(skips[0].input.ends_with("0.parquet#0") && skips[0].reason.contains("100 bytes"), "{skips:?}");
+    }
+
+    #[test]
+    fn a_one_row_group_over_max_sample_bytes_is_skipped_from_the_footer_and_the_next_group_is_read() {
+        use arrow::array::{ArrayRef, BinaryArray, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("jpg", arrow::datatypes::DataType::Binary, true),
+            Field::new("caption", arrow::datatypes::DataType::Utf8, true),
+        ]));
+        let batch = |image: &[u8], caption: &str| {
+            let columns: Vec<ArrayRef> = vec![
+                std::sync::Arc::new(BinaryArray::from(vec![image])),
+                std::sync::Arc::new(StringArray::from(vec![caption])),
+            ];
+            RecordBatch::try_new(schema.clone(), columns).unwrap()
+        };
+        let file = std::fs::File::create(dir.path().join("0.parquet")).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+        // Incompressible bytes, so the footer's size is the cell's.
+        let noise: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        writer.write(&batch(&noise, "big")).unwrap();
+        writer.flush().unwrap(); // one row group per row
+        writer.write(&batch(b"small", "small")).unwrap();
+        writer.close().unwrap();
+        let o = ReadOptions { max_sample_bytes: 100_000, ..options() };
+        let (samples, skips) = read_all(dir.path().to_str().unwrap(), InputFormat::Parquet, o);
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].caption.as_deref(), Some("small"));
+        assert!(skips[0].input.ends_with("0.parquet#0") && skips[0].reason.contains("from the footer"), "{skips:?}");
     }
 }
