@@ -425,3 +425,64 @@ fn result_images_are_read_only_from_the_image_roots() {
     let server = BackServer::start(&paths, &["--image_roots", secret.to_str().unwrap()]);
     assert!(knn_text(&server).iter().all(|r| r["image"].is_string()));
 }
+
+#[test]
+fn out_of_range_numbers_in_a_request_are_400s_naming_the_field() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = small_index(root.path());
+    let server = BackServer::start(&paths, &[]);
+    let dim = 64;
+    let mut huge = vec![json!(0.1); dim];
+    huge[3] = json!(1e39);
+    let cases = [
+        (json!({"embedding_input": huge, "indice_name": "faults"}), "embedding_input", "out of float32 range"),
+        (
+            json!({"text": "x", "aesthetic_score": 5, "aesthetic_weight": 1e300, "indice_name": "faults"}),
+            "aesthetic_weight",
+            "outside",
+        ),
+        (json!({"text": "x", "aesthetic_score": 10, "indice_name": "faults"}), "aesthetic_score", "0 to 9"),
+        (json!({"text": "x", "num_images": -3, "indice_name": "faults"}), "num_images", "non-negative"),
+    ];
+    let client = reqwest::blocking::Client::new();
+    for (body, field, says) in cases {
+        let response = client.post(format!("{}/knn-service", server.url())).json(&body).send().unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().unwrap();
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(error.starts_with(field) && error.contains(says), "{body}: {answer}");
+    }
+    let (code, _) = clip_retrieval_tests::http_get(server.port, "/healthz").expect("still serving");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn a_parquet_row_group_over_max_sample_bytes_is_skipped_from_its_footer() {
+    let root = tempfile::tempdir().unwrap();
+    let dataset = root.path().join("parquet");
+    std::fs::create_dir_all(&dataset).unwrap();
+    let good = gradient_png(32, 24);
+    std::fs::write(root.path().join("good.png"), &good).unwrap();
+    // Row groups of one row: a 2 MB incompressible cell, then good rows.
+    let script = "import os, sys, pyarrow as pa, pyarrow.parquet as pq\n\
+        good = open(sys.argv[2], 'rb').read()\n\
+        images = [os.urandom(2_000_000)] + [good] * 3\n\
+        t = pa.table({'jpg': images, 'caption': ['big', 'a', 'b', 'c']})\n\
+        pq.write_table(t, sys.argv[1], row_group_size=1, compression='none')";
+    run(
+        clip_retrieval_tests::python()
+            .arg("-c")
+            .arg(script)
+            .arg(dataset.join("0.parquet"))
+            .arg(root.path().join("good.png")),
+        true,
+    );
+    let emb = root.path().join("emb");
+    let (out, _) = inference_with_peak(&dataset, &emb, &["--input_format", "parquet", "--max_sample_bytes", "1M"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = stats(&emb);
+    assert_eq!((stats["sample_count"].as_u64(), stats["skipped_count"].as_u64()), (Some(3), Some(1)), "{stats}");
+    let reason = stats["skipped"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("over --max_sample_bytes 1048576 (from the footer)"), "{reason}");
+}
