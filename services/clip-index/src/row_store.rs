@@ -245,7 +245,31 @@ impl RowStore {
             .map_err(|_| IndexError::invalid(&self.path, format!("batch {i} has a negative length")))
     }
 
+    /// Checks that every buffer the batch's message names lies inside the block's body: arrow-ipc slices them
+    /// unchecked and panics on one past the end (found by the `metadata_arrow` fuzz target).
+    fn check_buffers(&self, i: usize) -> Result<()> {
+        let buf = self.block_buffer(i);
+        let meta_len = self.blocks[i].metaDataLength() as usize;
+        let body = self.blocks[i].bodyLength();
+        let invalid = |reason: String| IndexError::invalid(&self.path, format!("batch {i}: {reason}"));
+        let message = arrow_ipc::root_as_message(&buf[8..meta_len])
+            .map_err(|e| invalid(format!("bad batch message: {e}")))?;
+        let batch = message.header_as_record_batch().ok_or_else(|| invalid("block is not a record batch".into()))?;
+        for (n, b) in batch.buffers().iter().flat_map(|v| v.iter()).enumerate() {
+            let end = b.offset().checked_add(b.length());
+            if b.offset() < 0 || b.length() < 0 || end.is_none_or(|e| e > body) {
+                return Err(invalid(format!(
+                    "buffer {n} (offset {}, {} bytes) lies outside the body ({body} bytes)",
+                    b.offset(),
+                    b.length()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn batch(&self, i: usize) -> Result<RecordBatch> {
+        self.check_buffers(i)?;
         let batch = self
             .decoder
             .read_record_batch(&self.blocks[i], &self.block_buffer(i))
