@@ -136,6 +136,11 @@ pub fn knn_request(data: &[u8]) {
 
 /// A `metadata.arrow` file: opened or refused at load; lookups on an opened one are rows or errors.
 pub fn metadata_arrow(data: &[u8]) {
+    // RowStore turns a panic inside arrow-ipc's decoder into an error (catch_unwind); libFuzzer's panic hook would
+    // abort before unwinding, so the default hook is put back. A panic that escapes still crashes the run: it
+    // cannot unwind out of libfuzzer-sys's `extern "C"` entry point, so the process aborts and libFuzzer saves it.
+    static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let Ok(store) = clip_index::RowStore::from_buffer("fuzz.arrow", Buffer::from(data.to_vec())) else { return };
     let len = store.len();
     let ids = [0, 1, len / 2, len.saturating_sub(1), len, u64::MAX];
