@@ -134,6 +134,23 @@ impl Drop for S3Server {
     }
 }
 
+/// `clip-retrieval inference` of `input` into `output` with the shipped model, no progress bar and two
+/// preprocessing threads; `extra` flags after those.
+pub fn inference_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = cli();
+    command
+        .arg("inference")
+        .arg("--input_dataset")
+        .arg(input)
+        .arg("--output_folder")
+        .arg(output)
+        .arg("--clip_model")
+        .arg(shipped_model())
+        .args(["--no_progress", "--num_prepro_workers", "2"])
+        .args(extra);
+    command
+}
+
 /// Renders `count` synthetic samples as a files dataset.
 pub fn sample_dataset(dir: &Path, count: u64, seed: u64, format: &str) {
     run(

@@ -4,29 +4,13 @@
 
 use base64::Engine as _;
 use clip_retrieval_tests::hostile::{gradient_png, peak_rss_of, wait_with_peak_rss, zero_png};
-use clip_retrieval_tests::{cli, run, sample_dataset, shipped_model, BackServer};
+use clip_retrieval_tests::{cli, inference_command, run, sample_dataset, shipped_model, BackServer};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MB: u64 = 1 << 20;
-
-/// `clip-retrieval inference` of `input` into `output` with the shipped model.
-fn inference_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
-    let mut command = cli();
-    command
-        .arg("inference")
-        .arg("--input_dataset")
-        .arg(input)
-        .arg("--output_folder")
-        .arg(output)
-        .arg("--clip_model")
-        .arg(shipped_model())
-        .args(["--no_progress", "--num_prepro_workers", "2"])
-        .args(extra);
-    command
-}
 
 /// `clip-retrieval index` of the embeddings folder `emb` into `index`.
 fn index_command(emb: &Path, index: &Path) -> Command {

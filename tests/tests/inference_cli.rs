@@ -1,25 +1,13 @@
 //! `clip-retrieval inference` end to end through the real binary, the shipped model and real ONNX Runtime:
 //! the three input formats, bad inputs skipped and counted, clear errors, and outputs read back by numpy/pyarrow.
 
-use clip_retrieval_tests::{cli, python_summary, run, sample_dataset, shipped_model};
+use clip_retrieval_tests::{cli, inference_command, python_summary, run, sample_dataset, shipped_model};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 
 fn inference(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    run(
-        cli()
-            .arg("inference")
-            .arg("--input_dataset")
-            .arg(input)
-            .arg("--output_folder")
-            .arg(output)
-            .arg("--clip_model")
-            .arg(shipped_model())
-            .args(["--no_progress", "--batch_size", "8", "--num_prepro_workers", "2"])
-            .args(extra),
-        true,
-    )
+    run(&mut inference_command(input, output, &[&["--batch_size", "8"], extra].concat()), true)
 }
 
 fn stats(output: &Path) -> Vec<Value> {
