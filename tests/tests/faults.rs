@@ -207,6 +207,17 @@ fn index_refuses_an_embeddings_folder_whose_inference_did_not_finish() {
     assert!(!root.path().join("index/image.index").exists(), "nothing is built from an unfinished folder");
 }
 
+/// Rewrites the row store `store` with pyarrow: `transform` is Python acting on the table `t` (`sys.argv[2]` is
+/// `arg`), written to a temporary file and renamed over the store, as a copy from another build would land.
+fn rewrite_row_store(store: &Path, transform: &str, arg: &str) {
+    let script = format!(
+        "import pyarrow as pa, sys\nt = pa.ipc.open_file(pa.memory_map(sys.argv[1])).read_all()\n{transform}\n\
+         w = pa.ipc.new_file(sys.argv[1] + '.tmp', t.schema); w.write_table(t); w.close()"
+    );
+    run(clip_retrieval_tests::python().arg("-c").arg(script).arg(store).arg(arg), true);
+    std::fs::rename(store.with_extension("arrow.tmp"), store).unwrap();
+}
+
 /// Runs `back` on `paths` expecting it to refuse to start; returns its exit code and stderr (killed after 60 s).
 fn back_load_failure(paths: &Path) -> (Option<i32>, String) {
     let mut child = cli()
@@ -245,11 +256,7 @@ fn back_refuses_a_truncated_metadata_arrow_or_one_from_another_build_at_load() {
 
     // A sound store with fewer rows than the index (copied from another build of the folder).
     std::fs::write(&store, &good).unwrap();
-    let script = "import pyarrow as pa, sys\n\
-        t = pa.ipc.open_file(pa.memory_map(sys.argv[1])).read_all().slice(0, 10)\n\
-        w = pa.ipc.new_file(sys.argv[1] + '.tmp', t.schema); w.write_table(t); w.close()";
-    run(clip_retrieval_tests::python().arg("-c").arg(script).arg(&store), true);
-    std::fs::rename(store.with_extension("arrow.tmp"), &store).unwrap();
+    rewrite_row_store(&store, "t = t.slice(0, 10)", "");
     let (code, stderr) = back_load_failure(&paths);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -391,14 +398,10 @@ fn result_images_are_read_only_from_the_image_roots() {
     let first = results[0]["image_path"].as_str().unwrap();
     std::fs::copy(first, secret.join("private.jpg")).unwrap();
     let store = root.path().join("index/metadata.arrow");
-    let script = "import pyarrow as pa, pyarrow.compute as pc, sys\n\
-        t = pa.ipc.open_file(pa.memory_map(sys.argv[1])).read_all()\n\
-        i = t.schema.get_field_index('image_path')\n\
-        t = t.set_column(i, 'image_path', pa.array([sys.argv[2]] * t.num_rows))\n\
-        w = pa.ipc.new_file(sys.argv[1] + '.tmp', t.schema); w.write_table(t); w.close()";
     let elsewhere = secret.join("private.jpg");
-    run(clip_retrieval_tests::python().arg("-c").arg(script).arg(&store).arg(&elsewhere), true);
-    std::fs::rename(store.with_extension("arrow.tmp"), &store).unwrap();
+    let every_path = "t = t.set_column(t.schema.get_field_index('image_path'), 'image_path', \
+                      pa.array([sys.argv[2]] * t.num_rows))";
+    rewrite_row_store(&store, every_path, elsewhere.to_str().unwrap());
     let server = BackServer::start(&paths, &[]);
     let results = knn_text(&server);
     assert_eq!(results[0]["image_path"], elsewhere.display().to_string());
