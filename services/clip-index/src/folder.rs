@@ -73,16 +73,7 @@ pub struct FolderReport {
 }
 
 fn has_npy(storage: &Storage, folder: &Location) -> Result<bool> {
-    Ok(list_or_empty(storage, folder)?.iter().any(|f| f.file_name().ends_with(".npy")))
-}
-
-/// Files of `folder`, or none when it does not exist.
-fn list_or_empty(storage: &Storage, folder: &Location) -> Result<Vec<Location>> {
-    match storage.list(folder) {
-        Ok(files) => Ok(files),
-        Err(clip_data::DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(storage.list_or_empty(folder)?.iter().any(|f| f.file_name().ends_with(".npy")))
 }
 
 /// Refuses an embeddings folder written by our `inference` (it has `stats/`) that is unfinished or mixes runs: a
@@ -90,7 +81,8 @@ fn list_or_empty(storage: &Storage, folder: &Location) -> Result<Vec<Location>> 
 /// widths (`7` and `07`) come from runs with different partition counts. Folders without `stats/` (Python
 /// clip-retrieval's, hand-made ones) are taken as they are.
 fn check_finished(storage: &Storage, job: &FolderBuild) -> Result<()> {
-    let stats: std::collections::BTreeSet<String> = list_or_empty(storage, &job.embeddings_folder.join("stats"))?
+    let stats: std::collections::BTreeSet<String> = storage
+        .list_or_empty(&job.embeddings_folder.join("stats"))?
         .iter()
         .filter_map(|f| f.file_name().strip_suffix(".json").map(str::to_string))
         .collect();
@@ -99,7 +91,8 @@ fn check_finished(storage: &Storage, job: &FolderBuild) -> Result<()> {
     }
     for sub in [&job.image_subfolder, &job.text_subfolder] {
         let folder = job.embeddings_folder.join(sub);
-        let names: Vec<String> = list_or_empty(storage, &folder)?
+        let names: Vec<String> = storage
+            .list_or_empty(&folder)?
             .iter()
             .filter_map(|f| f.file_name().strip_suffix(".npy")?.rsplit('_').next().map(str::to_string))
             .collect();
@@ -141,6 +134,7 @@ fn recorded_image_roots(storage: &Storage, embeddings: &Location) -> Vec<String>
 /// Builds every index the embeddings folder has data for, then the metadata row store.
 pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildProgress) -> Result<FolderReport> {
     check_finished(storage, job)?;
+    let image_roots = recorded_image_roots(storage, &job.embeddings_folder);
     let mut indices = Vec::new();
     let mut rows_of_first = None;
     for (modality, sub) in [(Modality::Image, &job.image_subfolder), (Modality::Text, &job.text_subfolder)] {
@@ -159,7 +153,7 @@ pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildPr
         }
         let mut report =
             build_index(storage, &source, &job.index_folder.join(&modality.index_file()), &options, progress)?;
-        report.image_roots = recorded_image_roots(storage, &job.embeddings_folder);
+        report.image_roots = image_roots.clone();
         let json = serde_json::to_vec_pretty(&report).expect("report serialises");
         storage.write(&job.index_folder.join(&modality.report_file()), &json)?;
         tracing::info!(

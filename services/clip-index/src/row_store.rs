@@ -232,29 +232,29 @@ impl RowStore {
         self.buffer.slice_with_length(b.offset() as usize, b.metaDataLength() as usize + b.bodyLength() as usize)
     }
 
-    fn batch_rows(&self, i: usize) -> Result<u64> {
-        let buf = self.block_buffer(i);
-        let meta_len = self.blocks[i].metaDataLength() as usize;
-        // The block starts with the continuation marker and length (8 bytes), then the flatbuffer message.
-        let message = arrow_ipc::root_as_message(&buf[8..meta_len])
-            .map_err(|e| IndexError::invalid(&self.path, format!("bad batch message: {e}")))?;
-        let batch = message
+    /// The record batch header of block `i` (the flatbuffer message after the 8-byte continuation marker and length).
+    fn batch_header(&self, i: usize) -> Result<arrow_ipc::RecordBatch<'_>> {
+        let b = &self.blocks[i];
+        // In range: checked by `check_block` at open.
+        let message = &self.buffer[b.offset() as usize + 8..b.offset() as usize + b.metaDataLength() as usize];
+        let message = arrow_ipc::root_as_message(message)
+            .map_err(|e| IndexError::invalid(&self.path, format!("batch {i}: bad batch message: {e}")))?;
+        message
             .header_as_record_batch()
-            .ok_or_else(|| IndexError::invalid(&self.path, "block is not a record batch"))?;
-        u64::try_from(batch.length())
+            .ok_or_else(|| IndexError::invalid(&self.path, format!("batch {i}: block is not a record batch")))
+    }
+
+    fn batch_rows(&self, i: usize) -> Result<u64> {
+        u64::try_from(self.batch_header(i)?.length())
             .map_err(|_| IndexError::invalid(&self.path, format!("batch {i} has a negative length")))
     }
 
     /// Checks that every buffer the batch's message names lies inside the block's body: arrow-ipc slices them
     /// unchecked and panics on one past the end (found by the `metadata_arrow` fuzz target).
     fn check_buffers(&self, i: usize) -> Result<()> {
-        let buf = self.block_buffer(i);
-        let meta_len = self.blocks[i].metaDataLength() as usize;
         let body = self.blocks[i].bodyLength();
         let invalid = |reason: String| IndexError::invalid(&self.path, format!("batch {i}: {reason}"));
-        let message =
-            arrow_ipc::root_as_message(&buf[8..meta_len]).map_err(|e| invalid(format!("bad batch message: {e}")))?;
-        let batch = message.header_as_record_batch().ok_or_else(|| invalid("block is not a record batch".into()))?;
+        let batch = self.batch_header(i)?;
         // Body and buffers are 8-byte aligned in the IPC format; arrow asserts alignment when it reads offsets.
         let body_start = self.blocks[i].offset() + i64::from(self.blocks[i].metaDataLength());
         if body_start % 8 != 0 {

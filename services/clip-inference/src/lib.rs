@@ -228,7 +228,7 @@ pub fn run_plan(
         ));
     }
     // --overwrite deletes every partition, so it first holds every partition's lock (and keeps them for the run).
-    let held: Vec<PartitionLock> = if opts.overwrite {
+    let _held: Vec<PartitionLock> = if opts.overwrite {
         ids.iter().map(|&id| PartitionLock::acquire(&output, &partition_name(id, count))).collect::<Result<_>>()?
     } else {
         Vec::new()
@@ -239,7 +239,7 @@ pub fn run_plan(
         let name = partition_name(id, count);
         let outputs = PartitionOutputs::new(&output, &name);
         // Taken before looking at stats/N.json, so a partition another run is finishing is not redone.
-        let _lock = if held.is_empty() { Some(PartitionLock::acquire(&output, &name)?) } else { None };
+        let _lock = if opts.overwrite { None } else { Some(PartitionLock::acquire(&output, &name)?) };
         if storage.exists(&outputs.stats)? {
             tracing::info!(partition = %name, "already finished, skipping");
             summary.already_done.push(id);

@@ -183,7 +183,7 @@ pub fn check_or_record(storage: &Storage, output: &Location, plan: &RunPlan, ove
             return Ok(());
         }
         return Err(InferenceError::PlanChanged { folder: output.to_string(), changes });
-    } else if list_if_any(storage, &output.join("stats"))?.iter().any(|l| l.file_name().ends_with(".json")) {
+    } else if storage.list_or_empty(&output.join("stats"))?.iter().any(|l| l.file_name().ends_with(".json")) {
         tracing::warn!(
             folder = %output,
             "finished partitions but no plan.json (an older version or Python clip-retrieval wrote them): \
@@ -194,19 +194,11 @@ pub fn check_or_record(storage: &Storage, output: &Location, plan: &RunPlan, ove
     Ok(())
 }
 
-/// The files under `folder`; none when it does not exist (a local folder not yet made; S3 lists it empty).
-fn list_if_any(storage: &Storage, folder: &Location) -> Result<Vec<Location>> {
-    match storage.list(folder) {
-        Err(clip_data::DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        other => Ok(other?),
-    }
-}
-
 /// Deletes what inference writes (img_emb/, text_emb/, metadata/, stats/, plan.json) and nothing else.
 fn clear_outputs(storage: &Storage, output: &Location) -> Result<()> {
     let mut removed = 0usize;
     for folder in ["img_emb", "text_emb", "metadata", "stats"] {
-        for loc in list_if_any(storage, &output.join(folder))? {
+        for loc in storage.list_or_empty(&output.join(folder))? {
             storage.delete(&loc)?;
             removed += 1;
         }

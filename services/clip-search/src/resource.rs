@@ -75,8 +75,9 @@ impl IndexResource {
         limits: EncoderLimits,
     ) -> Result<Self> {
         let folder = local_folder(storage, &o.indice_folder, cache)?;
-        let (image, image_report) = open_index(&folder, Modality::Image, o.enable_faiss_memory_mapping)?.unzip();
-        let (text, text_report) = open_index(&folder, Modality::Text, o.enable_faiss_memory_mapping)?.unzip();
+        let open = |modality| open_index(&folder, modality, o.enable_faiss_memory_mapping);
+        let (image, image_report) = open(Modality::Image)?.map(|l| (l.index, l.report)).unzip();
+        let (text, text_report) = open(Modality::Text)?.map(|l| (l.index, l.report)).unzip();
         let recorded = [image_report, text_report].into_iter().flatten().flatten().flat_map(|r| r.image_roots);
         let image_roots = ImageRoots::resolve(&o.image_roots.clone().unwrap_or_else(|| recorded.collect()));
         if image_roots.folders().is_empty() {
@@ -213,18 +214,14 @@ fn row_store_cache(cache: &Path, folder: &Path) -> PathBuf {
     cache.join("row-stores").join(name)
 }
 
-fn open_index(
-    folder: &Path,
-    modality: Modality,
-    mmap: bool,
-) -> Result<Option<(FaissIndex, Option<clip_index::IndexReport>)>> {
+fn open_index(folder: &Path, modality: Modality, mmap: bool) -> Result<Option<LoadedIndex>> {
     if !folder.join(modality.index_file()).is_file() {
         return Ok(None);
     }
     let mut loaded = LoadedIndex::open(folder, modality, mmap)?;
     // Dedup and the filters look at the stored vectors of results.
     loaded.index.enable_reconstruct()?;
-    Ok(Some((loaded.index, loaded.report)))
+    Ok(Some(loaded))
 }
 
 /// Loads a filter from its configured path, else (when `provide`) from the model's `filters/` folder; a filter

@@ -105,6 +105,14 @@ impl Storage {
         Ok(files)
     }
 
+    /// As [`Storage::list`], with none for a local folder that does not exist (S3 lists a missing prefix empty).
+    pub fn list_or_empty(&self, loc: &Location) -> Result<Vec<Location>> {
+        match self.list(loc) {
+            Err(DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
     /// A local copy of a file: the file itself when local, a temporary download (deleted on drop) for S3.
     pub fn local_copy(&self, loc: &Location) -> Result<LocalCopy> {
         self.backend(loc).local_copy(loc)
