@@ -26,7 +26,7 @@ fn measured_recall(index: &LoadedIndex, rows: &[Vec<f32>], queries: &[Vec<f32>])
     let mut total = 0.0;
     for q in queries {
         let truth: Vec<i64> = brute_force_ip(rows, q, 10).into_iter().map(|(id, _)| id).collect();
-        let found: Vec<i64> = index.index.search(q, 10).unwrap().row(0).map(|(id, _)| id).collect();
+        let found: Vec<i64> = index.search(q, 10).unwrap().row(0).map(|(id, _)| id).collect();
         total += truth.iter().filter(|id| found.contains(id)).count() as f64 / 10.0;
     }
     total / queries.len() as f64
@@ -126,7 +126,7 @@ fn impossible_budget_and_missing_embeddings_are_clear_errors() {
 
 fn index_ids(folder: &Path, q: &[f32]) -> Vec<i64> {
     let loaded = LoadedIndex::open(folder, Modality::Image, false).unwrap();
-    loaded.index.search(q, 10).unwrap().row(0).map(|(id, _)| id).collect()
+    loaded.search(q, 10).unwrap().row(0).map(|(id, _)| id).collect()
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `clip-retrieval index` and `index_combiner` flags: autofaiss's names for the memory budget and tuning, plus the
 //! modalities and the build summary the operator reads. Field order is the order `to_argv` writes flags in.
 
-use crate::values::{parse_bool, ByteSize, Metric, Modality};
+use crate::values::{parse_bool, ByteSize, Metric, Modality, Rerank};
 use crate::CommandArgs;
 use clap::{ArgAction, Args};
 use serde::Serialize;
@@ -60,6 +60,10 @@ pub struct IndexArgs {
     /// Reuse the trained indices of this index folder (e.g. part 0's) so that parts can be merged by index_combiner.
     #[arg(long)]
     pub trained_index_folder: Option<PathBuf>,
+    /// auto: a compressed index also keeps its vectors at float16 on disk (`image_vectors.npy`, not counted in
+    /// --max_index_memory_usage) and re-scores `k * k_factor` candidates exactly; off: the compressed index alone.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Rerank::Auto)]
+    pub rerank: Rerank,
 }
 
 impl CommandArgs for IndexArgs {
@@ -90,4 +94,23 @@ pub struct IndexCombinerArgs {
 
 impl CommandArgs for IndexCombinerArgs {
     const NAME: &'static str = "index_combiner";
+}
+
+/// `clip-retrieval parquet_to_arrow`: clip-retrieval's metadata conversion for `back` (`metadata/*.arrow`).
+#[derive(Debug, Args, Serialize, Clone, PartialEq)]
+#[command(rename_all = "snake_case")]
+pub struct ParquetToArrowArgs {
+    /// Folder of `*.parquet` metadata files (read in sorted name order; ids follow that order).
+    #[arg(long)]
+    pub parquet_folder: String,
+    /// Where the `.arrow` file goes (put it in the index folder's `metadata/` for `back`).
+    #[arg(long)]
+    pub output_arrow_folder: String,
+    /// Columns kept, as clip-retrieval takes them (`'["url","caption"]'`) or comma-separated; all when absent.
+    #[arg(long)]
+    pub columns_to_return: Option<crate::values::ColumnList>,
+}
+
+impl CommandArgs for ParquetToArrowArgs {
+    const NAME: &'static str = "parquet_to_arrow";
 }

@@ -17,7 +17,7 @@ pub use back::BackArgs;
 pub use dataset::SampleDatasetArgs;
 pub use end2end::End2endArgs;
 pub use filter::FilterArgs;
-pub use index::{IndexArgs, IndexCombinerArgs};
+pub use index::{IndexArgs, IndexCombinerArgs, ParquetToArrowArgs};
 pub use inference::InferenceArgs;
 pub use model::ModelArgs;
 pub use values::{
@@ -51,6 +51,9 @@ pub enum Command {
     /// Merge index folders built on consecutive shards into one.
     #[command(name = "index_combiner", alias = "index-combiner")]
     IndexCombiner(IndexCombinerArgs),
+    /// Metadata parquet files -> Arrow IPC files `back` serves from `metadata/` (clip-retrieval's command).
+    #[command(name = "parquet_to_arrow", alias = "parquet-to-arrow")]
+    ParquetToArrow(ParquetToArrowArgs),
     /// Query an index and copy the matching images out, with results.parquet.
     Filter(Box<FilterArgs>),
     /// Serve indices over HTTP: clip-retrieval's knn service and the web UI.

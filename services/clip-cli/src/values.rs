@@ -89,6 +89,17 @@ pub enum Metric {
     L2,
 }
 
+/// `index --rerank`: whether compressed indices get exact re-ranking from float16 vectors.
+#[derive(ValueEnum, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Rerank {
+    /// Every index that is not exact gets re-rank vectors (on disk, beside it); tuning picks `k_factor`.
+    #[default]
+    Auto,
+    /// No re-rank vectors.
+    Off,
+}
+
 /// How `filter --query` is read.
 #[derive(ValueEnum, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

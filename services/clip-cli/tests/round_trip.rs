@@ -85,10 +85,17 @@ fn index_and_combiner() {
         min_recall: 0.9,
         index_key: Some("IVF256,SQ8".into()),
         trained_index_folder: Some(PathBuf::from("/parts/0")),
+        rerank: clip_cli::values::Rerank::Off,
     };
     let argv = round_trip(&all);
     assert!(argv.windows(2).any(|w| w == ["--max_index_memory_usage", "1536M"]), "{argv:?}");
+    assert!(argv.windows(2).any(|w| w == ["--rerank", "off"]), "{argv:?}");
     round_trip(&IndexCombinerArgs { input_folders: vec!["a".into(), "b".into()], output_folder: "o".into() });
+    round_trip(&clip_cli::ParquetToArrowArgs {
+        parquet_folder: "meta".into(),
+        output_arrow_folder: "arrow".into(),
+        columns_to_return: Some("[\"url\", \"caption\"]".parse().unwrap()),
+    });
 }
 
 #[test]

@@ -1,13 +1,17 @@
 //! Building one index (image or text) from an embeddings folder: choose, train on a sample, add in chunks while
-//! computing the exact neighbours of held-out queries, tune, write the index and its report.
+//! computing the exact neighbours of held-out queries (and, for a compressed index, writing the float16 re-rank
+//! vectors), tune, write the index and its report.
 
 use crate::choice::{self, Codec, IndexChoice};
 use crate::embeddings::EmbeddingSource;
 use crate::error::{IndexError, Result};
 use crate::exact::ExactTopK;
 use crate::faiss_index::{set_threads, FaissIndex, Metric};
-use crate::report::{IndexReport, PartitionRows};
-use crate::tune::{self, RECALL_K};
+use crate::folder::Modality;
+use crate::report::{IndexReport, PartitionRows, RerankReport};
+use crate::tune::{self, Searchable, RECALL_K};
+use crate::vectors::{vectors_file, StoredVectors};
+use clip_data::npy::{NpyDtype, NpyWriter};
 use clip_data::Location;
 use clip_data::Storage;
 use rand::seq::index::sample;
@@ -38,6 +42,18 @@ pub struct BuildOptions {
     /// An index file whose training to reuse (its vectors are dropped): parts built from the same trained index can
     /// be merged by `index_combiner`.
     pub trained_index: Option<std::path::PathBuf>,
+    /// Whether a compressed index gets float16 re-rank vectors beside it.
+    pub rerank: RerankMode,
+}
+
+/// `--rerank`: whether compressed indices are searched with exact re-scoring of their candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RerankMode {
+    /// Every index that is not exact (not Flat) gets re-rank vectors, and tuning chooses its `k_factor`.
+    #[default]
+    Auto,
+    /// No re-rank vectors: results come from the compressed index alone.
+    Off,
 }
 
 impl Default for BuildOptions {
@@ -53,6 +69,7 @@ impl Default for BuildOptions {
             tuning_queries: 1000,
             seed: 0,
             trained_index: None,
+            rerank: RerankMode::Auto,
         }
     }
 }
@@ -98,12 +115,13 @@ fn chunk_rows(dim: usize, memory: u64) -> usize {
     ((memory / 8 / (dim as u64 * 4).max(1)) as usize).clamp(1024, 65_536)
 }
 
-/// Builds the index of `source` into `target` (`image.index`), returning its report (also written beside it by the
-/// caller as `image.json`).
+/// Builds the `modality` index of `source` into `folder` (`image.index`, and `image_vectors.npy` for a compressed
+/// index), returning its report (written beside it by the caller as `image.json`).
 pub fn build_index(
     storage: &Storage,
     source: &EmbeddingSource,
-    target: &Location,
+    folder: &Location,
+    modality: Modality,
     opts: &BuildOptions,
     progress: &dyn BuildProgress,
 ) -> Result<IndexReport> {
@@ -124,7 +142,8 @@ pub fn build_index(
             (choice, index)
         }
     };
-    tracing::info!(factory = %choice.factory, rows = n, dim, estimated_bytes = choice.estimated_bytes, "index chosen");
+    let rerank = opts.rerank == RerankMode::Auto && choice.codec != Codec::Flat && choice.factory != "Flat";
+    tracing::info!(factory = %choice.factory, rows = n, dim, estimated_bytes = choice.estimated_bytes, rerank, "index chosen");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
 
     if !index.is_trained() {
@@ -143,18 +162,43 @@ pub fn build_index(
     let queries = source.read_ids(&query_ids)?;
     let mut exact = ExactTopK::new(queries.clone(), query_ids.clone(), dim, RECALL_K, opts.metric);
 
+    let vectors_target = folder.join(&vectors_file(modality.name()));
+    let mut staged_vectors = if rerank { Some(storage.create(&vectors_target)?) } else { None };
     progress.stage("adding", n);
-    source.for_each_chunk(chunk_rows(dim, opts.current_memory_available), |first, rows| {
-        index.add(rows)?;
-        exact.add_chunk(first, rows)?;
-        progress.advance((rows.len() / dim) as u64);
-        Ok(())
-    })?;
+    {
+        let mut writer = match staged_vectors.as_mut() {
+            Some(out) => Some(
+                NpyWriter::new(std::io::BufWriter::with_capacity(1 << 20, out.file()), NpyDtype::F16, dim)
+                    .map_err(IndexError::io(&vectors_target))?,
+            ),
+            None => None,
+        };
+        source.for_each_chunk(chunk_rows(dim, opts.current_memory_available), |first, rows| {
+            index.add(rows)?;
+            exact.add_chunk(first, rows)?;
+            if let Some(w) = writer.as_mut() {
+                for row in rows.chunks_exact(dim) {
+                    w.write_row(row).map_err(IndexError::io(&vectors_target))?;
+                }
+            }
+            progress.advance((rows.len() / dim) as u64);
+            Ok(())
+        })?;
+        if let Some(w) = writer {
+            use std::io::Write;
+            w.finish().and_then(|mut b| b.flush()).map_err(IndexError::io(&vectors_target))?;
+        }
+    }
     let exact = exact.finish();
+    let vectors = match &staged_vectors {
+        Some(out) => Some(StoredVectors::open(out.path())?),
+        None => None,
+    };
 
     progress.stage("tuning", 0);
     let hnsw = choice.factory.contains("_HNSW");
-    let tuning = tune::tune(&mut index, hnsw, &queries, &exact, &query_ids, opts.max_query_ms, opts.min_recall)?;
+    let mut target = Searchable { index: &mut index, vectors: vectors.as_ref() };
+    let tuning = tune::tune(&mut target, hnsw, &queries, &exact, &query_ids, opts.max_query_ms, opts.min_recall)?;
     if !tuning.meets_min_recall {
         tracing::warn!(
             recall = tuning.chosen.recall_at_10,
@@ -163,8 +207,21 @@ pub fn build_index(
         );
     }
 
-    let index_bytes = write_index(storage, &index, target)?;
-    Ok(IndexReport::new(
+    let index_bytes = write_index(storage, &index, &folder.join(&modality.index_file()))?;
+    let rerank_report = match (vectors, staged_vectors) {
+        (Some(v), Some(out)) => {
+            let report = RerankReport {
+                vectors_file: vectors_file(modality.name()),
+                k_factor: tuning.chosen.k_factor,
+                disk_bytes: v.file_bytes(),
+            };
+            drop(v);
+            out.commit()?;
+            Some(report)
+        }
+        _ => None,
+    };
+    let mut report = IndexReport::new(
         &choice,
         opts,
         &index,
@@ -173,7 +230,10 @@ pub fn build_index(
         started.elapsed().as_secs_f64(),
         peak_rss_bytes(),
         source.partitions.iter().map(|p| PartitionRows { number: p.number, rows: p.rows }).collect(),
-    ))
+    );
+    report.disk_bytes = rerank_report.as_ref().map_or(0, |r| r.disk_bytes);
+    report.rerank = rerank_report;
+    Ok(report)
 }
 
 fn with_context(e: IndexError, factory: &str) -> IndexError {

@@ -18,6 +18,9 @@ const IO_FLAG_MMAP: i32 = 0x646f_0008;
 const IO_FLAG_MMAP_IFC: i32 = 1 << 9;
 /// faiss `IO_FLAG_READ_ONLY`.
 const IO_FLAG_READ_ONLY: i32 = 2;
+/// faiss `IO_FLAG_ONDISK_SAME_DIR`: an on-disk index finds its `.ivfdata` beside the index file, wherever the folder
+/// was moved (clip-retrieval's back opens `image.index/populated.index` this way).
+const IO_FLAG_ONDISK_SAME_DIR: i32 = 4;
 
 extern "C" {
     fn omp_set_num_threads(n: std::os::raw::c_int);
@@ -105,6 +108,19 @@ impl FaissIndex {
     /// Reads an index file; `mmap` maps inverted lists or flat codes instead of reading them.
     pub fn read(path: &Path, mmap: bool) -> Result<Self> {
         let flags = if mmap { mmap_flags(path)? } else { 0 };
+        Self::read_with_flags(path, flags)
+    }
+
+    /// Reads an on-disk index (`populated.index`, whose inverted lists are mapped from the `.ivfdata` file beside
+    /// it, as faiss's `merge_ondisk` writes it).
+    pub fn read_ondisk(path: &Path) -> Result<Self> {
+        Self::read_with_flags(path, IO_FLAG_ONDISK_SAME_DIR | IO_FLAG_READ_ONLY)
+    }
+
+    fn read_with_flags(path: &Path, flags: i32) -> Result<Self> {
+        if !path.is_file() {
+            return Err(IndexError::invalid(path.display(), "no such index file"));
+        }
         let c_path = CString::new(path.to_string_lossy().as_bytes())
             .map_err(|_| IndexError::invalid(path.display(), "path contains a NUL byte"))?;
         let mut out: *mut faiss_sys::FaissIndex = std::ptr::null_mut();

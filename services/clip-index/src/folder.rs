@@ -5,10 +5,11 @@
 use crate::build::{build_index, BuildOptions, BuildProgress};
 use crate::embeddings::EmbeddingSource;
 use crate::error::{IndexError, Result};
-use crate::faiss_index::FaissIndex;
+use crate::faiss_index::{FaissIndex, Metric, Neighbours};
 use crate::report::{parse_params, IndexReport};
 use crate::row_store::{metadata_partitions, parquet_row_counts, write_row_store, RowStore};
 use crate::tune;
+use crate::vectors::{search_reranked, StoredVectors};
 use clip_data::{Location, Storage};
 use std::path::{Path, PathBuf};
 
@@ -151,8 +152,7 @@ pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildPr
         if let Some(trained) = &job.trained_index_folder {
             options.trained_index = Some(trained.join(modality.index_file()));
         }
-        let mut report =
-            build_index(storage, &source, &job.index_folder.join(&modality.index_file()), &options, progress)?;
+        let mut report = build_index(storage, &source, &job.index_folder, modality, &options, progress)?;
         report.image_roots = image_roots.clone();
         let json = serde_json::to_vec_pretty(&report).expect("report serialises");
         storage.write(&job.index_folder.join(&modality.report_file()), &json)?;
@@ -196,31 +196,50 @@ pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildPr
     Ok(FolderReport { indices, metadata_rows })
 }
 
-/// An index opened for search, with its tuned parameters applied.
+/// The file faiss reads inside an index that is a folder (`image.index/populated.index`, as faiss's `merge_ondisk`
+/// and clip-retrieval's `index_combiner` write it, beside `merged_index.ivfdata`).
+pub const POPULATED_INDEX: &str = "populated.index";
+
+/// An approximate range search keeps candidates this much below the threshold (cosine) before exact re-scoring, so
+/// that results whose compressed score is a little low are not lost.
+const RANGE_MARGIN: f32 = 0.05;
+
+/// An index opened for search, with its tuned parameters applied and its re-rank vectors mapped.
 #[derive(Debug)]
 pub struct LoadedIndex {
     /// The faiss index.
     pub index: FaissIndex,
     /// Its report, when the folder has one (indices built elsewhere may not).
     pub report: Option<IndexReport>,
+    /// The float16 re-rank vectors, when the report names them.
+    pub vectors: Option<StoredVectors>,
+    /// Candidates fetched per result when re-ranking.
+    pub k_factor: usize,
 }
 
 impl LoadedIndex {
-    /// Opens `<folder>/<modality>.index` (memory-mapped when `mmap`) and applies `<modality>.json`'s parameters.
+    /// Opens `<folder>/<modality>.index` (memory-mapped when `mmap`; an `image.index/` folder is always read
+    /// on-disk, its lists mapped from `merged_index.ivfdata` beside `populated.index`), applies `<modality>.json`'s
+    /// parameters and maps the re-rank vectors it names.
     pub fn open(folder: &Path, modality: Modality, mmap: bool) -> Result<Self> {
         let path = folder.join(modality.index_file());
-        if !path.is_file() {
+        let mut index = if path.is_dir() {
+            FaissIndex::read_ondisk(&path.join(POPULATED_INDEX))?
+        } else if path.is_file() {
+            FaissIndex::read(&path, mmap)?
+        } else {
             return Err(IndexError::invalid(
                 path.display(),
                 "no such index file (build it with `clip-retrieval index`)",
             ));
-        }
-        let mut index = FaissIndex::read(&path, mmap)?;
+        };
         let report_path = folder.join(modality.report_file());
         let report = match std::fs::read(&report_path) {
             Ok(bytes) => Some(IndexReport::from_json(&bytes, &report_path.display().to_string())?),
             Err(_) => None,
         };
+        let mut vectors = None;
+        let mut k_factor = 1;
         if let Some(r) = &report {
             // A report beside another build's index (a half-copied folder) would apply the wrong tuning and hide it.
             if (r.count, r.dim) != (index.len(), index.dim()) {
@@ -238,19 +257,145 @@ impl LoadedIndex {
                 ));
             }
             tune::apply(&mut index, &parse_params(&r.index_param)?)?;
+            if let Some(rerank) = &r.rerank {
+                let v = StoredVectors::open(&folder.join(&rerank.vectors_file))?;
+                if (v.len(), v.dim()) != (index.len(), index.dim()) {
+                    return Err(IndexError::invalid(
+                        folder.join(&rerank.vectors_file).display(),
+                        format!(
+                            "holds {} x {} vectors but {} holds {} x {} (a folder mixing two builds)",
+                            v.len(),
+                            v.dim(),
+                            path.display(),
+                            index.len(),
+                            index.dim()
+                        ),
+                    ));
+                }
+                vectors = Some(v);
+                k_factor = rerank.k_factor.max(1);
+            }
         }
-        Ok(Self { index, report })
+        Ok(Self { index, report, vectors, k_factor })
+    }
+
+    /// Lets [`LoadedIndex::stored_vectors`] serve an index without re-rank vectors (built elsewhere, or with
+    /// `--rerank off`): an IVF index gets faiss's direct map (8 bytes per vector, read from every list).
+    pub fn prepare_reconstruct(&mut self) -> Result<()> {
+        if self.vectors.is_none() {
+            self.index.enable_reconstruct()?;
+        }
+        Ok(())
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.index.dim()
+    }
+
+    /// Number of vectors.
+    pub fn len(&self) -> u64 {
+        self.index.len()
+    }
+
+    /// Whether the index holds no vector.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The metric of the index.
+    pub fn metric(&self) -> Metric {
+        self.index.metric()
+    }
+
+    /// Top-`k` of row-major queries, re-ranked exactly when the folder has re-rank vectors; shared between threads.
+    pub fn search(&self, queries: &[f32], k: usize) -> Result<Neighbours> {
+        match &self.vectors {
+            Some(v) => search_reranked(&self.index, v, self.k_factor, queries, k),
+            None => self.index.search(queries, k),
+        }
+    }
+
+    /// Every vector within `radius` of one query, best first; with re-rank vectors, faiss's candidates within
+    /// `radius - 0.05` (the compressed scores' slack) are re-scored and those exactly within `radius` kept.
+    pub fn range_search(&self, query: &[f32], radius: f32) -> Result<Vec<(i64, f32)>> {
+        let Some(v) = &self.vectors else {
+            return Ok(self.index.range_search(query, radius)?.into_iter().next().unwrap_or_default());
+        };
+        let metric = self.metric();
+        let loose = match metric {
+            Metric::Ip => radius - RANGE_MARGIN,
+            Metric::L2 => radius * 1.1,
+        };
+        let candidates: Vec<i64> = self
+            .index
+            .range_search(query, loose)?
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let scores = v.score(query, &candidates, metric)?;
+        let mut hits: Vec<(i64, f32)> = candidates
+            .into_iter()
+            .zip(scores)
+            .filter(|&(_, s)| match metric {
+                Metric::Ip => s >= radius,
+                Metric::L2 => s < radius,
+            })
+            .collect();
+        match metric {
+            Metric::Ip => hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))),
+            Metric::L2 => hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))),
+        }
+        Ok(hits)
+    }
+
+    /// The stored vectors of `ids`, row-major: exact from the re-rank vectors (or a Flat index), else decoded by
+    /// faiss (after [`LoadedIndex::prepare_reconstruct`]).
+    pub fn stored_vectors(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        match &self.vectors {
+            Some(v) => v.read(ids),
+            None => self.index.reconstruct(ids),
+        }
     }
 }
 
-/// Opens the row store of an index folder, when it has one.
+/// Opens the row store of an index folder, when it has one: our `metadata.arrow`, else the `metadata/**/*.arrow`
+/// files of a LAION / Python folder (clip-retrieval's `parquet_to_arrow` output, read as its
+/// `ArrowMetadataProvider` does: every file in sorted path order, ids in file order).
 pub fn open_row_store(folder: &Path) -> Result<Option<RowStore>> {
     let path: PathBuf = folder.join(ROW_STORE_FILE);
     if path.is_file() {
-        RowStore::open(&path).map(Some)
-    } else {
-        Ok(None)
+        return RowStore::open(&path).map(Some);
     }
+    let arrow = arrow_metadata_files(&folder.join("metadata"))?;
+    if arrow.is_empty() {
+        return Ok(None);
+    }
+    tracing::info!(folder = %folder.display(), files = arrow.len(), "metadata from metadata/*.arrow");
+    RowStore::open_many(&arrow).map(Some)
+}
+
+/// The `.arrow` files under `metadata` (recursively), in sorted path order (Python's `sorted(Path.glob("**/*"))`
+/// compares paths component by component, as `Path`'s `Ord` does).
+pub fn arrow_metadata_files(metadata: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut pending = vec![metadata.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let path = entry.map_err(IndexError::io(dir.display()))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "arrow") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Opens the row store of a folder; a folder with only `metadata/*.parquet` (as Python clip-retrieval's `index`

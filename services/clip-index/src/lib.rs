@@ -17,8 +17,9 @@ mod mmap;
 pub mod report;
 pub mod row_store;
 pub mod tune;
+pub mod vectors;
 
-pub use build::{build_index, BuildOptions, BuildProgress, NoProgress};
+pub use build::{build_index, BuildOptions, BuildProgress, NoProgress, RerankMode};
 pub use choice::{choose, parse_memory, IndexChoice};
 pub use embeddings::EmbeddingSource;
 pub use error::{IndexError, Result};
@@ -26,5 +27,6 @@ pub use faiss_index::{FaissIndex, Metric, Neighbours};
 pub use folder::{
     build_folder, open_or_build_row_store, open_row_store, FolderBuild, FolderReport, LoadedIndex, Modality,
 };
-pub use report::IndexReport;
+pub use report::{IndexReport, RerankReport};
 pub use row_store::RowStore;
+pub use vectors::StoredVectors;

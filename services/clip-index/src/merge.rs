@@ -83,6 +83,8 @@ pub fn merge_modality(
         let mut report = first.clone();
         report.count = merged.len();
         report.index_bytes = bytes;
+        report.rerank = merge_vectors(parts, &reports, output, modality)?;
+        report.disk_bytes = report.rerank.as_ref().map_or(0, |r| r.disk_bytes);
         report.partitions = reports
             .iter()
             .flat_map(|r| r.as_ref().map(|r| r.partitions.clone()).unwrap_or_default())
@@ -92,6 +94,33 @@ pub fn merge_modality(
         std::fs::write(&path, json).map_err(IndexError::io(path.display()))?;
     }
     Ok(Some(MergeSummary { modality, count: merged.len(), parts: parts.len() }))
+}
+
+/// Concatenates the parts' re-rank vectors when every part has them (else the merged index is served without).
+fn merge_vectors(
+    parts: &[PathBuf],
+    reports: &[Option<IndexReport>],
+    output: &Path,
+    modality: Modality,
+) -> Result<Option<crate::report::RerankReport>> {
+    let files: Option<Vec<PathBuf>> = parts
+        .iter()
+        .zip(reports)
+        .map(|(p, r)| r.as_ref().and_then(|r| r.rerank.as_ref()).map(|rr| p.join(&rr.vectors_file)))
+        .collect();
+    let Some(files) = files else {
+        if reports.iter().flatten().any(|r| r.rerank.is_some()) {
+            tracing::warn!("only some parts have re-rank vectors: the merged index is served without re-ranking");
+        }
+        return Ok(None);
+    };
+    let name = crate::vectors::vectors_file(modality.name());
+    let target = output.join(&name);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    crate::vectors::concat_vectors(&refs, &target)?;
+    let k_factor = reports.iter().flatten().filter_map(|r| r.rerank.as_ref()).map(|r| r.k_factor).max().unwrap_or(1);
+    let disk_bytes = std::fs::metadata(&target).map_err(IndexError::io(target.display()))?.len();
+    Ok(Some(crate::report::RerankReport { vectors_file: name, k_factor, disk_bytes }))
 }
 
 fn copy_vectors(from: &FaissIndex, to: &mut FaissIndex) -> Result<()> {

@@ -14,3 +14,12 @@ pub fn map_file(path: &Path) -> Result<bytes::Bytes> {
     map.advise(memmap2::Advice::Random).map_err(IndexError::io(path.display()))?;
     Ok(bytes::Bytes::from_owner(map))
 }
+
+/// Maps `path` read-only as a raw map (for stores that read their own layout, like the re-rank vectors).
+pub fn map_raw(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(IndexError::io(path.display()))?;
+    // SAFETY: as in `map_file`: read-only, private, and the file is replaced by rename, never modified in place.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(IndexError::io(path.display()))?;
+    map.advise(memmap2::Advice::Random).map_err(IndexError::io(path.display()))?;
+    Ok(map)
+}

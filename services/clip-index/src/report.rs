@@ -54,6 +54,25 @@ pub struct IndexReport {
     /// input of the inference run, from the embeddings folder's `plan.json`. Empty when unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_roots: Vec<String>,
+    /// Bytes the index folder holds on disk beyond the index file and not counted in `max_index_memory_usage`
+    /// (the re-rank vectors): read only for candidates, never required resident.
+    #[serde(default)]
+    pub disk_bytes: u64,
+    /// The re-rank vectors and the tuned candidates per result; absent for exact (Flat) indices, `--rerank off`
+    /// and folders built elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<RerankReport>,
+}
+
+/// How a compressed index is re-ranked when served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RerankReport {
+    /// The float16 `.npy` beside the index (`image_vectors.npy`).
+    pub vectors_file: String,
+    /// Candidates fetched per result and re-scored exactly.
+    pub k_factor: usize,
+    /// Size of the vectors file.
+    pub disk_bytes: u64,
 }
 
 impl IndexReport {
@@ -86,6 +105,8 @@ impl IndexReport {
             peak_rss_bytes,
             partitions,
             image_roots: Vec::new(),
+            disk_bytes: 0,
+            rerank: None,
         }
     }
 

@@ -91,18 +91,43 @@ pub fn write_row_store(
             format!("metadata partitions {numbers:?} do not match embedding partitions {expected:?}"),
         ));
     }
-    let copies = partitions.iter().map(|(_, loc)| storage.local_copy(loc)).collect::<clip_data::Result<Vec<_>>>()?;
+    let files: Vec<Location> = partitions.iter().map(|(_, loc)| loc.clone()).collect();
+    let rows: Vec<usize> = expected_rows.iter().map(|(_, r)| *r).collect();
+    copy_parquet_rows(storage, &files, None, Some(&rows), target)
+}
+
+/// Writes `target` (an Arrow IPC row store) from parquet `files` in order, keeping `columns` (all when `None`; a
+/// named column no file has is an error); `expected_rows[i]`, when given, must be file `i`'s row count.
+pub fn copy_parquet_rows(
+    storage: &Storage,
+    files: &[Location],
+    columns: Option<&[String]>,
+    expected_rows: Option<&[usize]>,
+    target: &Location,
+) -> Result<u64> {
+    let copies = files.iter().map(|loc| storage.local_copy(loc)).collect::<clip_data::Result<Vec<_>>>()?;
     let mut schemas = Vec::new();
-    for ((_, loc), copy) in partitions.iter().zip(&copies) {
+    for (loc, copy) in files.iter().zip(&copies) {
         let file = std::fs::File::open(copy.path()).map_err(IndexError::io(loc))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(loc))?;
         schemas.push(relaxed(builder.schema()));
     }
-    let schema = Arc::new(Schema::try_merge(schemas).map_err(arrow_err(target))?);
+    let mut schema = Schema::try_merge(schemas).map_err(arrow_err(target))?;
+    if let Some(wanted) = columns {
+        if let Some(missing) = wanted.iter().find(|c| schema.field_with_name(c).is_err()) {
+            return Err(IndexError::invalid(
+                files.first().map(|f| f.to_string()).unwrap_or_default(),
+                format!("no column {missing:?} in the parquet files (they have: {})", field_names(&schema)),
+            ));
+        }
+        let fields: Vec<_> = wanted.iter().map(|c| schema.field_with_name(c).expect("checked").clone()).collect();
+        schema = Schema::new(fields);
+    }
+    let schema = Arc::new(schema);
     let mut out = storage.create(target)?;
     let mut writer = RowStoreWriter::new(out.file(), &schema).map_err(arrow_err(target))?;
     let mut total = 0u64;
-    for (((_, loc), copy), (_, rows)) in partitions.iter().zip(&copies).zip(expected_rows) {
+    for (i, (loc, copy)) in files.iter().zip(&copies).enumerate() {
         let file = std::fs::File::open(copy.path()).map_err(IndexError::io(loc))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(ROWS_PER_BATCH).build())
@@ -113,14 +138,43 @@ pub fn write_row_store(
             seen += batch.num_rows();
             writer.write(&conform(&batch, &schema, loc)?).map_err(arrow_err(target))?;
         }
-        if seen != *rows {
-            return Err(IndexError::invalid(loc, format!("has {seen} rows but its embedding partition has {rows}")));
+        if let Some(rows) = expected_rows.and_then(|r| r.get(i)) {
+            if seen != *rows {
+                return Err(IndexError::invalid(
+                    loc,
+                    format!("has {seen} rows but its embedding partition has {rows}"),
+                ));
+            }
         }
         total += seen as u64;
     }
     writer.finish().map_err(arrow_err(target))?;
     out.commit()?;
     Ok(total)
+}
+
+fn field_names(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// clip-retrieval's `parquet_to_arrow`: every `*.parquet` of `parquet_folder` (sorted by name), `columns` kept
+/// (all when `None`), written as one Arrow IPC file `output_folder/0.arrow` that `back` serves as
+/// `metadata/*.arrow` (clip-retrieval starts a second file only past 10^10 rows). Returns `(files written, rows)`.
+pub fn parquet_to_arrow(
+    storage: &Storage,
+    parquet_folder: &Location,
+    output_folder: &Location,
+    columns: Option<&[String]>,
+) -> Result<(Vec<Location>, u64)> {
+    let mut files: Vec<Location> =
+        storage.list(parquet_folder)?.into_iter().filter(|l| l.file_name().ends_with(".parquet")).collect();
+    files.sort_by_key(|l| l.to_string());
+    if files.is_empty() {
+        return Err(IndexError::invalid(parquet_folder, "no *.parquet files"));
+    }
+    let target = output_folder.join("0.arrow");
+    let rows = copy_parquet_rows(storage, &files, columns, None, &target)?;
+    Ok((vec![target], rows))
 }
 
 /// `(partition number, row count)` of local metadata partitions, read from their parquet footers.
@@ -157,8 +211,97 @@ pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef, source: impl std:
     RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err(&source))
 }
 
-/// A memory-mapped row store opened for lookups; cheap to share between threads.
+/// A memory-mapped row store opened for lookups, over one Arrow IPC file (`metadata.arrow`) or several read as
+/// one in order (`metadata/*.arrow`, as clip-retrieval's `parquet_to_arrow` writes them); cheap to share between
+/// threads.
 pub struct RowStore {
+    files: Vec<ArrowFile>,
+    /// First row of each file, plus the total at the end.
+    starts: Vec<u64>,
+    columns: Vec<String>,
+}
+
+impl std::fmt::Debug for RowStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.files.iter().map(|a| a.path.as_str()).collect();
+        write!(f, "RowStore({}, {} rows)", names.join(", "), self.len())
+    }
+}
+
+impl RowStore {
+    /// Maps `path` and reads its footer.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self::of(vec![ArrowFile::open(path)?]))
+    }
+
+    /// Maps every file of `paths` and reads them as one store, rows in file order.
+    pub fn open_many(paths: &[std::path::PathBuf]) -> Result<Self> {
+        Ok(Self::of(paths.iter().map(|p| ArrowFile::open(p)).collect::<Result<_>>()?))
+    }
+
+    /// Reads the footer of an IPC file held in `buffer`; `name` names it in errors (see [`ArrowFile`]).
+    pub fn from_buffer(name: &str, buffer: Buffer) -> Result<Self> {
+        Ok(Self::of(vec![ArrowFile::from_buffer(name, buffer)?]))
+    }
+
+    fn of(files: Vec<ArrowFile>) -> Self {
+        let mut starts = vec![0u64];
+        let mut columns: Vec<String> = Vec::new();
+        for f in &files {
+            starts.push(starts.last().expect("starts begins with 0") + f.len());
+            for c in f.columns() {
+                if !columns.contains(&c) {
+                    columns.push(c);
+                }
+            }
+        }
+        Self { files, starts, columns }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> u64 {
+        *self.starts.last().unwrap_or(&0)
+    }
+
+    /// Whether the store holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Column names in order (of every file, in order of first appearance).
+    pub fn columns(&self) -> Vec<String> {
+        self.columns.clone()
+    }
+
+    /// The rows with these ids as JSON objects (column -> value, nulls left out), in the order asked; `None` for an
+    /// id outside the store. `columns` restricts the columns returned.
+    pub fn get(&self, ids: &[u64], columns: Option<&[String]>) -> Result<Vec<Option<Map<String, Value>>>> {
+        if let [only] = self.files.as_slice() {
+            return only.get(ids, columns);
+        }
+        let mut out = vec![None; ids.len()];
+        let mut per_file: Vec<(Vec<usize>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); self.files.len()];
+        for (pos, &id) in ids.iter().enumerate() {
+            if id < self.len() {
+                let f = self.starts.partition_point(|&s| s <= id) - 1;
+                per_file[f].0.push(pos);
+                per_file[f].1.push(id - self.starts[f]);
+            }
+        }
+        for (f, (positions, local)) in per_file.into_iter().enumerate() {
+            if local.is_empty() {
+                continue;
+            }
+            for (pos, row) in positions.into_iter().zip(self.files[f].get(&local, columns)?) {
+                out[pos] = row;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One memory-mapped Arrow IPC file of a row store.
+struct ArrowFile {
     path: String,
     buffer: Buffer,
     decoder: FileDecoder,
@@ -168,22 +311,16 @@ pub struct RowStore {
     schema: SchemaRef,
 }
 
-impl std::fmt::Debug for RowStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RowStore({}, {} rows)", self.path, self.len())
-    }
-}
-
-impl RowStore {
+impl ArrowFile {
     /// Maps `path` and reads its footer.
-    pub fn open(path: &Path) -> Result<Self> {
+    fn open(path: &Path) -> Result<Self> {
         Self::from_buffer(&path.display().to_string(), Buffer::from(crate::mmap::map_file(path)?))
     }
 
     /// Reads the footer of an IPC file held in `buffer`; `name` names it in errors. Every offset the footer gives is
     /// checked against the buffer here, so a truncated or corrupt file is one error at load, never a panic per
     /// lookup; batch contents are validated by arrow when a lookup decodes them.
-    pub fn from_buffer(name: &str, buffer: Buffer) -> Result<Self> {
+    fn from_buffer(name: &str, buffer: Buffer) -> Result<Self> {
         let invalid = |reason: String| IndexError::invalid(name, reason);
         // "ARROW1" + 2 bytes of padding, ..., footer, footer length (4 bytes), "ARROW1".
         const MAGIC: &[u8] = b"ARROW1";
@@ -297,24 +434,15 @@ impl RowStore {
         Ok(batch)
     }
 
-    /// Number of rows.
-    pub fn len(&self) -> u64 {
+    fn len(&self) -> u64 {
         *self.starts.last().unwrap_or(&0)
     }
 
-    /// Whether the store holds no row.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Column names in order.
-    pub fn columns(&self) -> Vec<String> {
+    fn columns(&self) -> Vec<String> {
         self.schema.fields().iter().map(|f| f.name().clone()).collect()
     }
 
-    /// The rows with these ids as JSON objects (column -> value, nulls left out), in the order asked; `None` for an
-    /// id outside the store. `columns` restricts the columns returned.
-    pub fn get(&self, ids: &[u64], columns: Option<&[String]>) -> Result<Vec<Option<Map<String, Value>>>> {
+    fn get(&self, ids: &[u64], columns: Option<&[String]>) -> Result<Vec<Option<Map<String, Value>>>> {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i]);
         let mut out = vec![None; ids.len()];

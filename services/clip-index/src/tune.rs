@@ -1,11 +1,14 @@
 //! Search-parameter tuning: the setting with the best recall@10 whose single-query latency stays within the budget.
 //!
 //! IVF indices are probed with growing `nprobe` (and a matching `quantizer_efSearch` for an HNSW quantiser) until
-//! the latency budget is spent or recall stops improving; Flat has nothing to tune.
+//! the latency budget is spent or recall stops improving; with re-rank vectors, each `nprobe` is tried with a
+//! growing `k_factor` (candidates re-scored exactly per result) too, and latency is that of the whole search,
+//! re-scoring included. Flat has nothing to tune.
 
 use crate::error::Result;
 use crate::exact::recall_at;
 use crate::faiss_index::{FaissIndex, Neighbours};
+use crate::vectors::{search_reranked, StoredVectors};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -21,6 +24,33 @@ pub struct Measured {
     pub recall_at_10: f64,
     /// Mean latency of one query searched alone, in milliseconds.
     pub query_ms: f64,
+    /// Candidates fetched per result and re-scored exactly (1: no re-ranking).
+    #[serde(default = "one")]
+    pub k_factor: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `k_factor`s tried per `nprobe` when the index has re-rank vectors.
+const K_FACTORS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// What a search runs on: the compressed index and, when the folder has them, its exact vectors.
+pub struct Searchable<'a> {
+    /// The faiss index (its parameters are set by tuning).
+    pub index: &'a mut FaissIndex,
+    /// The re-rank vectors.
+    pub vectors: Option<&'a StoredVectors>,
+}
+
+impl Searchable<'_> {
+    fn search(&self, queries: &[f32], k: usize, k_factor: usize) -> Result<Neighbours> {
+        match self.vectors {
+            Some(v) => search_reranked(self.index, v, k_factor, queries, k),
+            None => self.index.search(queries, k),
+        }
+    }
 }
 
 /// What tuning chose and everything it tried.
@@ -42,31 +72,33 @@ pub fn apply(index: &mut FaissIndex, params: &[(String, f64)]) -> Result<()> {
     Ok(())
 }
 
-/// Measures `params` on the queries: recall@10 from one batch search, latency from single-query searches.
+/// Measures `params` (and `k_factor`) on the queries: recall@10 from one batch search, latency from single-query
+/// searches.
 pub fn measure(
-    index: &mut FaissIndex,
+    target: &mut Searchable<'_>,
     params: &[(String, f64)],
+    k_factor: usize,
     queries: &[f32],
     exact: &Neighbours,
     query_ids: &[u64],
 ) -> Result<Measured> {
-    apply(index, params)?;
-    let d = index.dim();
+    apply(target.index, params)?;
+    let d = target.index.dim();
     // One extra result: a query taken from the collection finds itself, which recall leaves out.
-    let found = index.search(queries, RECALL_K + 1)?;
+    let found = target.search(queries, RECALL_K + 1, k_factor)?;
     let recall = recall_at(&found, exact, RECALL_K, query_ids);
     let timed = (queries.len() / d).min(200);
     let start = Instant::now();
     for q in queries.chunks_exact(d).take(timed) {
-        index.search(q, RECALL_K)?;
+        target.search(q, RECALL_K, k_factor)?;
     }
     let query_ms = start.elapsed().as_secs_f64() * 1000.0 / timed.max(1) as f64;
-    Ok(Measured { params: params.to_vec(), recall_at_10: recall, query_ms })
+    Ok(Measured { params: params.to_vec(), recall_at_10: recall, query_ms, k_factor })
 }
 
-/// Tunes `index` (left with the chosen parameters applied).
+/// Tunes `target` (left with the chosen faiss parameters applied; the chosen `k_factor` is in the result).
 pub fn tune(
-    index: &mut FaissIndex,
+    target: &mut Searchable<'_>,
     hnsw_quantizer: bool,
     queries: &[f32],
     exact: &Neighbours,
@@ -74,28 +106,43 @@ pub fn tune(
     max_query_ms: f64,
     min_recall: f64,
 ) -> Result<Tuning> {
-    let Some(nlist) = index.nlist() else {
-        let m = measure(index, &[], queries, exact, query_ids)?;
+    let k_factors: &[usize] = if target.vectors.is_some() { &K_FACTORS } else { &K_FACTORS[..1] };
+    let Some(nlist) = target.index.nlist() else {
+        // Flat: exact already; nothing to probe or re-rank.
+        let m = measure(target, &[], 1, queries, exact, query_ids)?;
         return Ok(Tuning { meets_min_recall: m.recall_at_10 >= min_recall, chosen: m.clone(), tried: vec![m] });
     };
     let mut tried: Vec<Measured> = Vec::new();
     let mut nprobe = 1usize;
+    let mut best_of_last_nprobe: Option<f64> = None;
     loop {
         let mut params = vec![("nprobe".to_string(), nprobe as f64)];
         if hnsw_quantizer {
             params.push(("quantizer_efSearch".to_string(), (2 * nprobe).max(32) as f64));
         }
-        let m = measure(index, &params, queries, exact, query_ids)?;
-        let over_time = m.query_ms > max_query_ms;
-        let plateau = tried.last().is_some_and(|p| m.recall_at_10 - p.recall_at_10 < 1e-4 && m.recall_at_10 >= 0.999);
-        tracing::debug!(nprobe, recall = m.recall_at_10, ms = m.query_ms, "tuning");
-        tried.push(m);
-        if over_time || plateau || nprobe >= nlist {
+        let mut first_over_time = false;
+        let mut best_here: f64 = 0.0;
+        for (i, &k_factor) in k_factors.iter().enumerate() {
+            let m = measure(target, &params, k_factor, queries, exact, query_ids)?;
+            tracing::debug!(nprobe, k_factor, recall = m.recall_at_10, ms = m.query_ms, "tuning");
+            let over_time = m.query_ms > max_query_ms;
+            first_over_time |= over_time && i == 0;
+            let gain = m.recall_at_10 - best_here;
+            best_here = best_here.max(m.recall_at_10);
+            tried.push(m);
+            // More candidates stop paying once recall is (almost) all the probed lists can give.
+            if over_time || best_here >= 0.999 || (i > 0 && gain < 1e-3) {
+                break;
+            }
+        }
+        let plateau = best_of_last_nprobe.is_some_and(|p| best_here - p < 1e-4 && best_here >= 0.999);
+        best_of_last_nprobe = Some(best_here);
+        if first_over_time || plateau || nprobe >= nlist {
             break;
         }
         nprobe = (nprobe * 2).min(nlist);
     }
-    // Best recall within the time budget; the fastest setting when none is within it.
+    // Best recall within the time budget (the fastest of equals); the fastest setting when none is within it.
     let within: Vec<&Measured> = tried.iter().filter(|m| m.query_ms <= max_query_ms).collect();
     let chosen = within
         .iter()
@@ -103,7 +150,7 @@ pub fn tune(
         .max_by(|a, b| a.recall_at_10.total_cmp(&b.recall_at_10).then(b.query_ms.total_cmp(&a.query_ms)))
         .unwrap_or(&tried[0])
         .clone();
-    apply(index, &chosen.params)?;
+    apply(target.index, &chosen.params)?;
     Ok(Tuning { meets_min_recall: chosen.recall_at_10 >= min_recall, chosen, tried })
 }
 
@@ -144,7 +191,8 @@ mod tests {
     #[test]
     fn with_time_to_spare_nprobe_doubles_until_recall_plateaus_and_the_best_is_applied() {
         let (mut index, queries, exact, ids) = ivf_fixture("IVF64,Flat");
-        let t = tune(&mut index, false, &queries, &exact, &ids, 1e9, 0.9).unwrap();
+        let t = tune(&mut Searchable { index: &mut index, vectors: None }, false, &queries, &exact, &ids, 1e9, 0.9)
+            .unwrap();
         let probes = nprobes(&t);
         assert_eq!(probes[..3], [1.0, 2.0, 4.0], "nprobe doubles: {probes:?}");
         assert!(probes.windows(2).all(|w| w[1] == (w[0] * 2.0).min(64.0)), "{probes:?}");
@@ -152,14 +200,17 @@ mod tests {
         assert_eq!(t.chosen.recall_at_10, best);
         assert!(t.chosen.recall_at_10 >= 0.99 && t.meets_min_recall, "{:?}", t.chosen);
         // The index keeps the chosen setting: measuring it again gives the same recall.
-        let again = measure(&mut index, &t.chosen.params, &queries, &exact, &ids).unwrap();
+        let again =
+            measure(&mut Searchable { index: &mut index, vectors: None }, &t.chosen.params, 1, &queries, &exact, &ids)
+                .unwrap();
         assert_eq!(again.recall_at_10, t.chosen.recall_at_10);
     }
 
     #[test]
     fn with_no_time_the_first_setting_is_kept_and_min_recall_is_reported_unmet() {
         let (mut index, queries, exact, ids) = ivf_fixture("IVF64_HNSW8,Flat");
-        let t = tune(&mut index, true, &queries, &exact, &ids, 0.0, 0.999).unwrap();
+        let t = tune(&mut Searchable { index: &mut index, vectors: None }, true, &queries, &exact, &ids, 0.0, 0.999)
+            .unwrap();
         assert_eq!(nprobes(&t), [1.0], "the first setting over budget stops the search");
         assert_eq!(t.chosen.params[1], ("quantizer_efSearch".to_string(), 32.0));
         assert!(!t.meets_min_recall, "nprobe=1 over 64 lists does not reach 0.999: {:?}", t.chosen);
@@ -173,7 +224,16 @@ mod tests {
         let mut exact = ExactTopK::new(rows[..40].to_vec(), (0..10).collect(), 4, RECALL_K, Metric::Ip);
         exact.add_chunk(0, &rows).unwrap();
         let ids: Vec<u64> = (0..10).collect();
-        let t = tune(&mut index, false, &rows[..40], &exact.finish(), &ids, 1e9, 0.5).unwrap();
+        let t = tune(
+            &mut Searchable { index: &mut index, vectors: None },
+            false,
+            &rows[..40],
+            &exact.finish(),
+            &ids,
+            1e9,
+            0.5,
+        )
+        .unwrap();
         assert_eq!(t.tried.len(), 1);
         assert!(t.chosen.params.is_empty());
         assert!(t.chosen.recall_at_10 > 0.9, "{:?}", t.chosen);

@@ -20,8 +20,17 @@ pub fn run(storage: &Storage, a: IndexArgs) -> Result<()> {
     let report = clip_index::build_folder(storage, &job, &progress)?;
     progress.bar.finish_and_clear();
     for (modality, r) in &report.indices {
+        let rerank = match &r.rerank {
+            Some(rr) => format!(
+                ", re-ranked (k_factor {}) from {} ({:.1} MB on disk)",
+                rr.k_factor,
+                rr.vectors_file,
+                rr.disk_bytes as f64 / 1e6
+            ),
+            None => String::new(),
+        };
         println!(
-            "{}.index: {} vectors, {} ({}), recall@10 {:.3} at {:.2} ms/query, {:.1} MB (budget {:.1} MB), built in {:.1}s",
+            "{}.index: {} vectors, {} ({}), recall@10 {:.3} at {:.2} ms/query, {:.1} MB (budget {:.1} MB){rerank}, built in {:.1}s",
             modality.name(),
             r.count,
             r.index_key,
@@ -53,6 +62,10 @@ fn folder_build(a: &IndexArgs) -> clip_index::FolderBuild {
         index_key: a.index_key.clone(),
         max_query_ms: a.max_index_query_time_ms,
         min_recall: a.min_recall,
+        rerank: match a.rerank {
+            clip_cli::values::Rerank::Auto => clip_index::RerankMode::Auto,
+            clip_cli::values::Rerank::Off => clip_index::RerankMode::Off,
+        },
         ..Default::default()
     };
     if let Some(n) = a.nb_cores {
@@ -119,6 +132,22 @@ pub fn combine(storage: &Storage, a: IndexCombinerArgs) -> Result<()> {
     if let Some(rows) = clip_index::merge::merge_row_stores(&parts, &out)? {
         println!("metadata.arrow: {rows} rows");
     }
+    Ok(())
+}
+
+/// Runs `parquet_to_arrow`.
+pub fn parquet_to_arrow(storage: &Storage, a: clip_cli::ParquetToArrowArgs) -> Result<()> {
+    let columns = a.columns_to_return.as_ref().map(|c| c.0.as_slice());
+    let (files, rows) = clip_index::row_store::parquet_to_arrow(
+        storage,
+        &Location::parse(&a.parquet_folder),
+        &Location::parse(&a.output_arrow_folder),
+        columns,
+    )?;
+    for f in &files {
+        println!("{f}");
+    }
+    println!("{rows} rows");
     Ok(())
 }
 

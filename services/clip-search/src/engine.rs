@@ -328,7 +328,7 @@ fn search_and_filter(r: &IndexResource, q: &KnnQuery, query: &[f32]) -> Result<(
     if !found.is_empty() && (q.deduplicate || violence.is_some() || safety.is_some()) {
         let ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
         let dim = index.dim();
-        let mut embeddings = index.reconstruct(&ids)?;
+        let mut embeddings = index.stored_vectors(&ids)?;
         normalize_rows(&mut embeddings, dim);
         if q.deduplicate {
             remove.extend(near_duplicates(&embeddings, dim)?);

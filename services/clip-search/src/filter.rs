@@ -57,8 +57,8 @@ pub fn search_folder(
     }
     let embedding = embed(model, query)?;
     let found: Vec<(i64, f32)> = match limit {
-        FilterLimit::Threshold(t) => loaded.index.range_search(&embedding, t)?.into_iter().next().unwrap_or_default(),
-        FilterLimit::Top(k) => loaded.index.search(&embedding, k)?.row(0).collect(),
+        FilterLimit::Threshold(t) => loaded.range_search(&embedding, t)?,
+        FilterLimit::Top(k) => loaded.search(&embedding, k)?.row(0).collect(),
     };
     if found.is_empty() {
         let shown = match query {

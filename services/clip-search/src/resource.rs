@@ -7,7 +7,7 @@ use crate::error::{Result, SearchError};
 use crate::filters::{AestheticEmbeddings, SafetyModel, ViolenceDetector};
 use crate::result_image::ImageRoots;
 use clip_data::{Location, Storage};
-use clip_index::{open_or_build_row_store, FaissIndex, LoadedIndex, Modality, RowStore};
+use clip_index::{open_or_build_row_store, LoadedIndex, Modality, RowStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,10 +18,10 @@ pub struct IndexResource {
     pub name: String,
     /// The local folder (s3:// folders are copied to the cache first).
     pub folder: PathBuf,
-    /// `image.index`, when the folder has one.
-    pub image: Option<FaissIndex>,
-    /// `text.index`, when the folder has one.
-    pub text: Option<FaissIndex>,
+    /// `image.index` (with its re-rank vectors), when the folder has one.
+    pub image: Option<LoadedIndex>,
+    /// `text.index` (with its re-rank vectors), when the folder has one.
+    pub text: Option<LoadedIndex>,
     /// `metadata.arrow`, when the folder has one.
     pub rows: Option<RowStore>,
     /// Columns returned with results: the configured ones the row store has.
@@ -76,9 +76,10 @@ impl IndexResource {
     ) -> Result<Self> {
         let folder = local_folder(storage, &o.indice_folder, cache)?;
         let open = |modality| open_index(&folder, modality, o.enable_faiss_memory_mapping);
-        let (image, image_report) = open(Modality::Image)?.map(|l| (l.index, l.report)).unzip();
-        let (text, text_report) = open(Modality::Text)?.map(|l| (l.index, l.report)).unzip();
-        let recorded = [image_report, text_report].into_iter().flatten().flatten().flat_map(|r| r.image_roots);
+        let image = open(Modality::Image)?;
+        let text = open(Modality::Text)?;
+        let recorded =
+            [&image, &text].into_iter().flatten().filter_map(|l| l.report.as_ref()).flat_map(|r| r.image_roots.clone());
         let image_roots = ImageRoots::resolve(&o.image_roots.clone().unwrap_or_else(|| recorded.collect()));
         if image_roots.folders().is_empty() {
             tracing::info!(index = name, "no image roots: results carry no inline image (set --image_roots)");
@@ -164,8 +165,8 @@ impl IndexResource {
         })
     }
 
-    /// The faiss index serving `modality`, or a request error when the folder has none.
-    pub fn index(&self, modality: Modality) -> Result<&FaissIndex> {
+    /// The index serving `modality`, or a request error when the folder has none.
+    pub fn index(&self, modality: Modality) -> Result<&LoadedIndex> {
         let found = match modality {
             Modality::Image => self.image.as_ref(),
             Modality::Text => self.text.as_ref(),
@@ -180,13 +181,13 @@ impl IndexResource {
 /// would carry another sample's metadata (or none).
 fn check_row_counts(
     folder: &Path,
-    image: &Option<FaissIndex>,
-    text: &Option<FaissIndex>,
+    image: &Option<LoadedIndex>,
+    text: &Option<LoadedIndex>,
     rows: &Option<RowStore>,
 ) -> Result<()> {
     let counts = [
-        ("image.index", image.as_ref().map(FaissIndex::len)),
-        ("text.index", text.as_ref().map(FaissIndex::len)),
+        ("image.index", image.as_ref().map(LoadedIndex::len)),
+        ("text.index", text.as_ref().map(LoadedIndex::len)),
         ("metadata.arrow", rows.as_ref().map(RowStore::len)),
     ];
     let present: Vec<(&str, u64)> = counts.iter().filter_map(|(f, n)| n.map(|n| (*f, n))).collect();
@@ -215,12 +216,12 @@ fn row_store_cache(cache: &Path, folder: &Path) -> PathBuf {
 }
 
 fn open_index(folder: &Path, modality: Modality, mmap: bool) -> Result<Option<LoadedIndex>> {
-    if !folder.join(modality.index_file()).is_file() {
+    if !folder.join(modality.index_file()).exists() {
         return Ok(None);
     }
     let mut loaded = LoadedIndex::open(folder, modality, mmap)?;
     // Dedup and the filters look at the stored vectors of results.
-    loaded.index.enable_reconstruct()?;
+    loaded.prepare_reconstruct()?;
     Ok(Some(loaded))
 }
 
@@ -254,7 +255,10 @@ fn optional_filter<T>(
 
 fn version_of(folder: &Path) -> String {
     let stamp = |f: &str| std::fs::metadata(folder.join(f)).and_then(|m| m.modified()).ok();
-    let newest = ["image.index", "text.index", "metadata.arrow"].iter().filter_map(|f| stamp(f)).max();
+    let newest = ["image.index", "text.index", "image.json", "text.json", "metadata.arrow"]
+        .iter()
+        .filter_map(|f| stamp(f))
+        .max();
     newest
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs().to_string())

@@ -198,6 +198,11 @@ impl OutputFile {
         self.staged.as_file_mut()
     }
 
+    /// Where the staged bytes are on local disk (to read them back before committing, e.g. memory-mapped).
+    pub fn path(&self) -> &Path {
+        self.staged.path()
+    }
+
     /// Makes the file visible at its target.
     pub fn commit(mut self) -> Result<()> {
         self.staged.as_file_mut().flush().map_err(DataError::io(&self.target))?;
