@@ -155,6 +155,8 @@ fn parts_merge_into_the_index_of_the_whole_for_flat_and_ivf() {
     build(&p("b"), &p("b-ivf"), &["--trained_index_folder", p("a-ivf").to_str().unwrap()]);
     let parts = format!("{},{}", p("a-ivf").display(), p("b-ivf").display());
     run(cli().args(["index_combiner", "--input_folders", &parts, "--output_folder"]).arg(p("merged-ivf")), true);
+    assert!(p("merged-ivf/image.index/populated.index").is_file(), "IVF parts with inline lists merge on disk");
+    assert!(p("merged-ivf/image.index/merged_index.ivfdata").is_file());
     let mut merged = LoadedIndex::open(&p("merged-ivf"), Modality::Image, true).unwrap();
     assert_eq!(merged.index.len(), 9_000);
     merged.index.set_parameter("nprobe", 32.0).unwrap();

@@ -3,7 +3,9 @@
 //! force and through `back`'s HTTP answers.
 
 use clip_index::{LoadedIndex, Modality};
-use clip_retrieval_tests::{brute_force_ip, cli, clustered_embeddings, run, write_embeddings_folder, BackServer};
+use clip_retrieval_tests::{
+    brute_force_ip, cli, clustered_embeddings, python, run, write_embeddings_folder, BackServer,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -97,4 +99,147 @@ fn rerank_lifts_recall_within_the_budget_and_serves_exact_similarities() {
         let sims: Vec<f64> = results.iter().map(|r| r["similarity"].as_f64().unwrap()).collect();
         assert!(sims.windows(2).all(|w| w[0] >= w[1]), "best first: {sims:?}");
     }
+}
+
+/// Builds, with Python faiss and pyarrow, `blocks` IVF blocks of `block_rows` vectors (ids global, as
+/// clip-retrieval's distributed builds store them), their metadata parquet, a LAION-style folder (`image.index/`
+/// by `merge_ondisk` + `metadata/0.arrow` as `parquet_to_arrow` writes it), and the in-memory merge's answers.
+const LAION_SCRIPT: &str = r#"
+import glob, json, os, sys, numpy as np, faiss, pyarrow as pa, pyarrow.parquet as pq
+from faiss.contrib.ondisk import merge_ondisk
+root, nb, bs, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+centres = np.random.default_rng(0).standard_normal((300, d)).astype("float32")
+def vectors(seed, n):
+    r = np.random.default_rng(seed)
+    x = centres[r.integers(0, len(centres), n)] + 0.8 * r.standard_normal((n, d)).astype("float32") / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype("float32")
+for sub in ["blocks", "parquet", "laion/image.index", "laion/metadata"]:
+    os.makedirs(f"{root}/{sub}", exist_ok=True)
+trained = faiss.index_factory(d, "IVF256,Flat", faiss.METRIC_INNER_PRODUCT)
+trained.train(vectors(0, 20000))
+trained.nprobe = 16
+faiss.write_index(trained, f"{root}/trained.index")
+for i in range(nb):
+    block = faiss.read_index(f"{root}/trained.index")
+    ids = np.arange(i * bs, (i + 1) * bs)
+    block.add_with_ids(vectors(100 + i, bs), ids)
+    faiss.write_index(block, f"{root}/blocks/{i:03d}.index")
+    pq.write_table(pa.table({"url": [f"http://img/{j}.jpg" for j in ids], "caption": [f"row {j}" for j in ids],
+                             "width": ids % 1000}), f"{root}/parquet/{i:03d}.parquet")
+blocks = sorted(glob.glob(f"{root}/blocks/*.index"))
+empty = faiss.read_index(blocks[0], faiss.IO_FLAG_MMAP)
+empty.ntotal = 0
+merge_ondisk(empty, blocks, f"{root}/laion/image.index/merged_index.ivfdata")
+faiss.write_index(empty, f"{root}/laion/image.index/populated.index")
+files = sorted(glob.glob(f"{root}/parquet/*.parquet"))
+schema = pq.read_table(files[0], columns=["url", "caption"]).schema
+with pa.OSFile(f"{root}/laion/metadata/0.arrow", "wb") as sink, pa.ipc.new_file(sink, schema) as w:
+    for f in files:
+        w.write_table(pq.read_table(f, columns=["url", "caption"]))
+mem = faiss.read_index(blocks[0])
+for b in blocks[1:]:
+    mem.merge_from(faiss.read_index(b), 0)
+mem.nprobe = 16
+queries = vectors(999, 20)
+D, I = mem.search(queries, 10)
+laion = faiss.read_index(f"{root}/laion/image.index/populated.index", faiss.IO_FLAG_ONDISK_SAME_DIR)
+_, L = laion.search(queries, 10)
+print(json.dumps({"queries": queries.tolist(), "mem_ids": I.tolist(), "mem_dist": D.tolist(), "laion_ids": L.tolist(),
+                  "ntotal": laion.ntotal}))
+"#;
+
+/// Python faiss searching a merged folder as clip-retrieval's back opens it.
+const READ_ONDISK_SCRIPT: &str = r#"
+import json, sys, numpy as np, faiss
+index = faiss.read_index(sys.argv[1] + "/populated.index", faiss.IO_FLAG_ONDISK_SAME_DIR)
+index.nprobe = 16
+D, I = index.search(np.array(json.loads(open(sys.argv[2]).read()), dtype="float32"), 10)
+print(json.dumps({"ids": I.tolist(), "dist": D.tolist(), "ntotal": index.ntotal}))
+"#;
+
+/// faiss prints progress on stdout (`resizing ... to N bytes`): the script's JSON is its last line.
+fn last_line_json(stdout: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn laion_folders_are_served_and_blocks_merge_on_disk_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (blocks, block_rows) = (10usize, 200_000usize);
+    let out = run(
+        python().args(["-c", LAION_SCRIPT]).arg(root).args([&blocks.to_string(), &block_rows.to_string(), "64"]),
+        true,
+    );
+    let py = last_line_json(&out.stdout);
+    assert_eq!(py["ntotal"].as_u64(), Some((blocks * block_rows) as u64));
+    assert_eq!(py["laion_ids"], py["mem_ids"], "Python's on-disk merge answers as its in-memory merge");
+    let queries: Vec<Vec<f32>> = serde_json::from_value(py["queries"].clone()).unwrap();
+
+    // back serves the LAION folder: the ids Python faiss finds, with each id's own metadata.
+    let paths = root.join("indices.json");
+    let laion = json!({"laion": {"indice_folder": root.join("laion"), "columns_to_return": ["url", "caption"]}});
+    std::fs::write(&paths, laion.to_string()).unwrap();
+    let mut server = BackServer::start(&paths, &[]);
+    for (i, q) in queries.iter().enumerate() {
+        let results = post_knn(
+            &server,
+            json!({"embedding_input": q, "num_images": 10, "num_result_ids": 10, "deduplicate": false}),
+        );
+        let ids: Vec<i64> = results.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        let expected: Vec<i64> = serde_json::from_value(py["laion_ids"][i].clone()).unwrap();
+        assert_eq!(ids, expected, "query {i}");
+        for r in &results {
+            let id = r["id"].as_i64().unwrap();
+            assert_eq!(r["caption"], format!("row {id}"));
+            assert_eq!(r["url"], format!("http://img/{id}.jpg"));
+            assert!(r.get("width").is_none(), "columns_to_return is applied: {r}");
+        }
+    }
+    server.terminate();
+
+    // Our index_combiner on clip-retrieval's input: Python faiss reads it as clip-retrieval's back does and gets the
+    // in-memory merge's answers; memory stays bounded though the lists are 528 MB.
+    let merged = root.join("ours");
+    let out = run(
+        cli().args(["index_combiner", "--input_folder"]).arg(root.join("blocks")).arg("--output_folder").arg(&merged),
+        true,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let peak_mb: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak RSS: ")?.strip_suffix(" MB")?.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS line: {stdout}"));
+    let ivfdata = std::fs::metadata(merged.join("merged_index.ivfdata")).unwrap().len();
+    eprintln!(
+        "index_combiner over {blocks} x {block_rows} x 64 IVF-Flat: {:.1} MB of lists, peak RSS {peak_mb} MB",
+        ivfdata as f64 / 1e6
+    );
+    assert!(ivfdata as f64 / 1e6 > 500.0, "{ivfdata}");
+    assert!(peak_mb < 300.0, "peak RSS {peak_mb} MB");
+    let qfile = root.join("queries.json");
+    std::fs::write(&qfile, serde_json::to_string(&queries).unwrap()).unwrap();
+    let out = run(python().args(["-c", READ_ONDISK_SCRIPT]).arg(&merged).arg(&qfile), true);
+    let ours = last_line_json(&out.stdout);
+    assert_eq!(ours["ntotal"], py["ntotal"]);
+    assert_eq!(ours["ids"], py["mem_ids"]);
+    assert_eq!(ours["dist"], py["mem_dist"]);
+
+    // Our parquet_to_arrow writes the rows pyarrow's conversion holds.
+    run(
+        cli()
+            .args(["parquet_to_arrow", "--parquet_folder"])
+            .arg(root.join("parquet"))
+            .arg("--output_arrow_folder")
+            .arg(root.join("arrow"))
+            .args(["--columns_to_return", r#"["url", "caption"]"#]),
+        true,
+    );
+    let theirs = clip_index::RowStore::open(&root.join("laion/metadata/0.arrow")).unwrap();
+    let ours = clip_index::RowStore::open(&root.join("arrow/0.arrow")).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    assert_eq!(ours.columns(), ["url", "caption"]);
+    let ids = [0u64, 199_999, 200_000, 1_999_999];
+    assert_eq!(ours.get(&ids, None).unwrap(), theirs.get(&ids, None).unwrap());
 }

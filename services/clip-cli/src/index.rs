@@ -85,8 +85,12 @@ impl IndexArgs {
 #[command(rename_all = "snake_case")]
 pub struct IndexCombinerArgs {
     /// Index folders of the parts, in id order (comma-separated, local).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "input_folder", conflicts_with = "input_folder")]
     pub input_folders: Vec<String>,
+    /// clip-retrieval's input: a folder of IVF `*.index` blocks (merged in name order, ids kept as stored) into
+    /// `output_folder/populated.index` + `merged_index.ivfdata`.
+    #[arg(long)]
+    pub input_folder: Option<String>,
     /// Where the merged index folder goes (local).
     #[arg(long)]
     pub output_folder: String,

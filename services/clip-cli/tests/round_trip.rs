@@ -90,7 +90,16 @@ fn index_and_combiner() {
     let argv = round_trip(&all);
     assert!(argv.windows(2).any(|w| w == ["--max_index_memory_usage", "1536M"]), "{argv:?}");
     assert!(argv.windows(2).any(|w| w == ["--rerank", "off"]), "{argv:?}");
-    round_trip(&IndexCombinerArgs { input_folders: vec!["a".into(), "b".into()], output_folder: "o".into() });
+    round_trip(&IndexCombinerArgs {
+        input_folders: vec!["a".into(), "b".into()],
+        input_folder: None,
+        output_folder: "o".into(),
+    });
+    round_trip(&IndexCombinerArgs {
+        input_folders: vec![],
+        input_folder: Some("blocks".into()),
+        output_folder: "o".into(),
+    });
     round_trip(&clip_cli::ParquetToArrowArgs {
         parquet_folder: "meta".into(),
         output_arrow_folder: "arrow".into(),

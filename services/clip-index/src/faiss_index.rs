@@ -323,6 +323,35 @@ impl FaissIndex {
         self.ivf_ptr().map(|ivf| unsafe { faiss_sys::faiss_IndexIVF_nlist(ivf) })
     }
 
+    /// Entries of every inverted list of an IVF index (`None` without IVF); reads list headers only.
+    pub fn list_sizes(&self) -> Option<Vec<u64>> {
+        let ivf = self.ivf_ptr()?;
+        // SAFETY: `ivf` is a live IVF owned by this index; list numbers are below nlist.
+        unsafe {
+            let nlist = faiss_sys::faiss_IndexIVF_nlist(ivf);
+            Some((0..nlist).map(|l| faiss_sys::faiss_IndexIVF_get_list_size(ivf, l) as u64).collect())
+        }
+    }
+
+    /// Bytes of one vector's code in the inverted lists of an IVF index (its `code_size`): faiss reports the
+    /// standalone code size, which adds the bytes of the list number.
+    pub fn ivf_code_size(&self) -> Result<Option<usize>> {
+        let Some(ivf) = self.ivf_ptr() else { return Ok(None) };
+        let mut size = 0usize;
+        // SAFETY: `ivf` is a live IVF; an IndexIVF is an Index, so the cast is valid for this const call.
+        check(unsafe { faiss_sys::faiss_Index_sa_code_size(ivf as *const faiss_sys::FaissIndex, &mut size) }, || {
+            "reading the IVF code size".into()
+        })?;
+        let nlist = self.nlist().unwrap_or(1);
+        let mut coarse = 0;
+        let mut rest = nlist.saturating_sub(1);
+        while rest > 0 {
+            coarse += 1;
+            rest >>= 8;
+        }
+        Ok(Some(size - coarse))
+    }
+
     /// The coarse centroids of an IVF index (to check two parts were trained together).
     pub fn ivf_centroids(&self) -> Result<Option<Vec<f32>>> {
         let Some(ivf) = self.ivf_ptr() else { return Ok(None) };

@@ -14,6 +14,7 @@ pub mod faiss_index;
 pub mod folder;
 pub mod merge;
 mod mmap;
+pub mod ondisk;
 pub mod report;
 pub mod row_store;
 pub mod tune;

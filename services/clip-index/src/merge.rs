@@ -42,6 +42,9 @@ pub fn merge_modality(
         }
         _ => {}
     }
+    if crate::ondisk::can_merge_ondisk(&files)? {
+        return merge_modality_ondisk(parts, &files, output, modality).map(Some);
+    }
     let mut merged = FaissIndex::read(&files[0], false)?;
     let mut reports: Vec<Option<IndexReport>> = vec![read_report(&parts[0], modality)];
     let first_centroids = merged.ivf_centroids()?;
@@ -94,6 +97,37 @@ pub fn merge_modality(
         std::fs::write(&path, json).map_err(IndexError::io(path.display()))?;
     }
     Ok(Some(MergeSummary { modality, count: merged.len(), parts: parts.len() }))
+}
+
+/// IVF parts with inline lists: streamed into `output/image.index/` (`populated.index` + `merged_index.ivfdata`),
+/// never holding the lists in memory.
+fn merge_modality_ondisk(
+    parts: &[PathBuf],
+    files: &[PathBuf],
+    output: &Path,
+    modality: Modality,
+) -> Result<MergeSummary> {
+    let folder = output.join(modality.index_file());
+    if folder.is_file() {
+        std::fs::remove_file(&folder).map_err(IndexError::io(folder.display()))?;
+    }
+    let merged = crate::ondisk::merge_ondisk(files, &folder, true)?;
+    let reports: Vec<Option<IndexReport>> = parts.iter().map(|p| read_report(p, modality)).collect();
+    if let Some(Some(first)) = reports.first() {
+        let mut report = first.clone();
+        report.count = merged.count;
+        let populated = folder.join(crate::folder::POPULATED_INDEX);
+        report.index_bytes =
+            std::fs::metadata(&populated).map_err(IndexError::io(populated.display()))?.len() + merged.ivfdata_bytes;
+        report.partitions =
+            reports.iter().flat_map(|r| r.as_ref().map(|r| r.partitions.clone()).unwrap_or_default()).collect();
+        report.rerank = merge_vectors(parts, &reports, output, modality)?;
+        report.disk_bytes = report.rerank.as_ref().map_or(0, |r| r.disk_bytes);
+        let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+        let path = output.join(modality.report_file());
+        std::fs::write(&path, json).map_err(IndexError::io(path.display()))?;
+    }
+    Ok(MergeSummary { modality, count: merged.count, parts: parts.len() })
 }
 
 /// Concatenates the parts' re-rank vectors when every part has them (else the merged index is served without).

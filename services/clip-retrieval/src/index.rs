@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clip_cli::{IndexArgs, IndexCombinerArgs};
 use clip_data::{Location, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Runs `index`.
 pub fn run(storage: &Storage, a: IndexArgs) -> Result<()> {
@@ -117,6 +117,9 @@ fn build_summary(report: &clip_index::FolderReport) -> serde_json::Value {
 
 /// Runs `index_combiner`.
 pub fn combine(storage: &Storage, a: IndexCombinerArgs) -> Result<()> {
+    if let Some(blocks) = &a.input_folder {
+        return combine_blocks(Path::new(blocks), Path::new(&a.output_folder));
+    }
     let parts: Vec<PathBuf> = a.input_folders.iter().map(PathBuf::from).collect();
     let out = PathBuf::from(&a.output_folder);
     let mut merged = 0;
@@ -132,7 +135,40 @@ pub fn combine(storage: &Storage, a: IndexCombinerArgs) -> Result<()> {
     if let Some(rows) = clip_index::merge::merge_row_stores(&parts, &out)? {
         println!("metadata.arrow: {rows} rows");
     }
+    print_peak_rss();
     Ok(())
+}
+
+/// clip-retrieval's `index_combiner --input_folder blocks/`: every `*.index` block, in name order, merged on disk
+/// into `output/populated.index` + `output/merged_index.ivfdata` (ids as the blocks store them, as faiss's
+/// `merge_ondisk` keeps them).
+fn combine_blocks(blocks: &Path, output: &Path) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(blocks)
+        .with_context(|| format!("--input_folder {}", blocks.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "index"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("--input_folder {}: no *.index blocks", blocks.display());
+    }
+    let merged = clip_index::ondisk::merge_ondisk(&files, output, false)?;
+    println!(
+        "{}: {} vectors from {} blocks ({} + {}, {:.1} MB)",
+        output.display(),
+        merged.count,
+        files.len(),
+        clip_index::folder::POPULATED_INDEX,
+        clip_index::ondisk::IVFDATA_FILE,
+        merged.ivfdata_bytes as f64 / 1e6
+    );
+    print_peak_rss();
+    Ok(())
+}
+
+/// The merge's peak resident memory, for users sizing the machine (the on-disk merge streams lists).
+fn print_peak_rss() {
+    println!("peak RSS: {:.1} MB", clip_index::build::peak_rss_bytes() as f64 / 1e6);
 }
 
 /// Runs `parquet_to_arrow`.
