@@ -270,6 +270,34 @@ pub fn brute_force_ip(rows: &[Vec<f32>], query: &[f32], k: usize) -> Vec<(i64, f
     scored
 }
 
+/// Runs `clip-retrieval index` (no progress bar, `extra` flags) and returns the image index's `image.json`.
+pub fn build_index(embeddings: &Path, index: &Path, extra: &[&str]) -> serde_json::Value {
+    run(
+        cli()
+            .arg("index")
+            .arg("--embeddings_folder")
+            .arg(embeddings)
+            .arg("--index_folder")
+            .arg(index)
+            .args(["--no_progress"])
+            .args(extra),
+        true,
+    );
+    serde_json::from_slice(&std::fs::read(index.join("image.json")).unwrap()).unwrap()
+}
+
+/// recall@10 of a loaded index's own search path (re-ranking included) on `queries`, against float64 brute force
+/// over `rows`.
+pub fn recall_at_10(index: &clip_index::LoadedIndex, rows: &[Vec<f32>], queries: &[Vec<f32>]) -> f64 {
+    let mut total = 0.0;
+    for q in queries {
+        let truth: Vec<i64> = brute_force_ip(rows, q, 10).into_iter().map(|(id, _)| id).collect();
+        let found: Vec<i64> = index.search(q, 10).unwrap().row(0).map(|(id, _)| id).collect();
+        total += truth.iter().filter(|id| found.contains(id)).count() as f64 / 10.0;
+    }
+    total / queries.len() as f64
+}
+
 /// Resident memory of this process now (VmRSS), in bytes.
 pub fn rss_bytes() -> u64 {
     clip_index::build::proc_status_bytes("VmRSS")

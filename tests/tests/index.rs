@@ -2,42 +2,18 @@
 //! float64 brute force as the reference: exact Flat, compressed choices under budgets, merge, Python faiss interop.
 
 use clip_index::{LoadedIndex, Modality, RowStore};
-use clip_retrieval_tests::{brute_force_ip, cli, clustered_embeddings, python, run, write_embeddings_folder};
+use clip_retrieval_tests::{
+    brute_force_ip, build_index, cli, clustered_embeddings, python, recall_at_10, run, write_embeddings_folder,
+};
 use serde_json::Value;
 use std::path::Path;
-
-fn build(embeddings: &Path, index: &Path, extra: &[&str]) -> Value {
-    run(
-        cli()
-            .arg("index")
-            .arg("--embeddings_folder")
-            .arg(embeddings)
-            .arg("--index_folder")
-            .arg(index)
-            .args(["--no_progress"])
-            .args(extra),
-        true,
-    );
-    serde_json::from_slice(&std::fs::read(index.join("image.json")).unwrap()).unwrap()
-}
-
-/// recall@10 of the loaded index on queries, against float64 brute force.
-fn measured_recall(index: &LoadedIndex, rows: &[Vec<f32>], queries: &[Vec<f32>]) -> f64 {
-    let mut total = 0.0;
-    for q in queries {
-        let truth: Vec<i64> = brute_force_ip(rows, q, 10).into_iter().map(|(id, _)| id).collect();
-        let found: Vec<i64> = index.search(q, 10).unwrap().row(0).map(|(id, _)| id).collect();
-        total += truth.iter().filter(|id| found.contains(id)).count() as f64 / 10.0;
-    }
-    total / queries.len() as f64
-}
 
 #[test]
 fn flat_index_returns_the_exact_top_10_and_rows_by_id() {
     let dir = tempfile::tempdir().unwrap();
     let all = clustered_embeddings(6_000, 64, 50, 0.6, 1);
     let rows = write_embeddings_folder(&dir.path().join("emb"), &all, 2_500);
-    let report = build(&dir.path().join("emb"), &dir.path().join("idx"), &[]);
+    let report = build_index(&dir.path().join("emb"), &dir.path().join("idx"), &[]);
     assert_eq!(report["index_key"], "Flat");
     assert_eq!(report["count"], 6_000);
     assert_eq!(report["recall_at_10"], 1.0);
@@ -74,7 +50,7 @@ fn compressed_indices_fit_their_budget_and_meet_their_reported_recall() {
         [("4M", ",SQfp16", 0.9), ("2M", ",SQ8", 0.85), ("1200K", ",SQ6", 0.8), ("800K", "x4fsr", 0.4)]
     {
         let out = dir.path().join(format!("idx-{budget}"));
-        let report = build(
+        let report = build_index(
             &dir.path().join("emb"),
             &out,
             &["--max_index_memory_usage", budget, "--max_index_query_time_ms", "50"],
@@ -89,7 +65,7 @@ fn compressed_indices_fit_their_budget_and_meet_their_reported_recall() {
         assert!(report["index_param"].as_str().unwrap().starts_with("nprobe="), "{report}");
         let reported = report["recall_at_10"].as_f64().unwrap();
         let loaded = LoadedIndex::open(&out, Modality::Image, true).unwrap();
-        let measured = measured_recall(&loaded, &rows, &queries);
+        let measured = recall_at_10(&loaded, &rows, &queries);
         assert!(measured >= min_recall, "{budget} {key}: recall@10 {measured} on fresh queries");
         assert!((measured - reported).abs() < 0.1, "{budget} {key}: reported {reported}, measured {measured}");
     }
@@ -138,9 +114,9 @@ fn parts_merge_into_the_index_of_the_whole_for_flat_and_ivf() {
     write_embeddings_folder(&dir.path().join("b"), &all[6_000..], 3_000);
     let p = |name: &str| dir.path().join(name);
     // Flat: concatenation is exact.
-    build(&p("whole"), &p("whole-idx"), &[]);
-    build(&p("a"), &p("a-idx"), &[]);
-    build(&p("b"), &p("b-idx"), &[]);
+    build_index(&p("whole"), &p("whole-idx"), &[]);
+    build_index(&p("a"), &p("a-idx"), &[]);
+    build_index(&p("b"), &p("b-idx"), &[]);
     let parts = format!("{},{}", p("a-idx").display(), p("b-idx").display());
     run(cli().args(["index_combiner", "--input_folders", &parts, "--output_folder"]).arg(p("merged")), true);
     for q in clustered_embeddings(10, 64, 40, 0.6, 5) {
@@ -151,8 +127,8 @@ fn parts_merge_into_the_index_of_the_whole_for_flat_and_ivf() {
     assert_eq!(row["caption"], "row 1000", "part b's rows follow part a's (its own numbering restarts at 0)");
 
     // IVF: part b reuses part a's training; the merge holds every vector under its global id.
-    build(&p("a"), &p("a-ivf"), &["--index_key", "IVF32,Flat"]);
-    build(&p("b"), &p("b-ivf"), &["--trained_index_folder", p("a-ivf").to_str().unwrap()]);
+    build_index(&p("a"), &p("a-ivf"), &["--index_key", "IVF32,Flat"]);
+    build_index(&p("b"), &p("b-ivf"), &["--trained_index_folder", p("a-ivf").to_str().unwrap()]);
     let parts = format!("{},{}", p("a-ivf").display(), p("b-ivf").display());
     run(cli().args(["index_combiner", "--input_folders", &parts, "--output_folder"]).arg(p("merged-ivf")), true);
     assert!(p("merged-ivf/image.index/populated.index").is_file(), "IVF parts with inline lists merge on disk");
@@ -165,7 +141,7 @@ fn parts_merge_into_the_index_of_the_whole_for_flat_and_ivf() {
         assert_eq!(found.ids[0], id as i64, "vector {id} finds itself under its global id");
     }
     // Separately trained IVF parts cannot be merged, and the error says what to do.
-    build(&p("b"), &p("b-ivf2"), &["--index_key", "IVF32,Flat"]);
+    build_index(&p("b"), &p("b-ivf2"), &["--index_key", "IVF32,Flat"]);
     let parts = format!("{},{}", p("a-ivf").display(), p("b-ivf2").display());
     let out = run(cli().args(["index_combiner", "--input_folders", &parts, "--output_folder"]).arg(p("bad")), false);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -177,7 +153,7 @@ fn python_faiss_reads_our_index_and_we_serve_one_python_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let all = clustered_embeddings(4_000, 64, 30, 0.6, 6);
     write_embeddings_folder(&dir.path().join("emb"), &all, 4_000);
-    build(&dir.path().join("emb"), &dir.path().join("ours"), &["--index_key", "IVF16,SQ8"]);
+    build_index(&dir.path().join("emb"), &dir.path().join("ours"), &["--index_key", "IVF16,SQ8"]);
     let queries = clustered_embeddings(5, 64, 30, 0.6, 7);
     let qjson = serde_json::to_string(&queries).unwrap();
     std::fs::create_dir_all(dir.path().join("theirs")).unwrap();

@@ -1,38 +1,13 @@
 //! Indices at LAION scale, through the real binaries, real faiss and (for the folders Python writes) Python faiss
 //! and pyarrow: exact re-ranking of compressed indices within the memory budget, checked against float64 brute
-//! force and through `back`'s HTTP answers.
+//! force and through `back`'s HTTP answers; LAION-style on-disk folders and `metadata/*.arrow` served by `back`;
+//! `index_combiner`'s on-disk merge read by Python faiss, in bounded memory; `parquet_to_arrow`.
 
 use clip_index::{LoadedIndex, Modality};
 use clip_retrieval_tests::{
-    brute_force_ip, cli, clustered_embeddings, python, run, write_embeddings_folder, BackServer,
+    build_index, cli, clustered_embeddings, python, recall_at_10, run, write_embeddings_folder, BackServer,
 };
 use serde_json::{json, Value};
-use std::path::Path;
-
-fn build(embeddings: &Path, index: &Path, extra: &[&str]) -> Value {
-    run(
-        cli()
-            .arg("index")
-            .arg("--embeddings_folder")
-            .arg(embeddings)
-            .arg("--index_folder")
-            .arg(index)
-            .args(["--no_progress"])
-            .args(extra),
-        true,
-    );
-    serde_json::from_slice(&std::fs::read(index.join("image.json")).unwrap()).unwrap()
-}
-
-fn recall(index: &LoadedIndex, rows: &[Vec<f32>], queries: &[Vec<f32>]) -> f64 {
-    let mut total = 0.0;
-    for q in queries {
-        let truth: Vec<i64> = brute_force_ip(rows, q, 10).into_iter().map(|(id, _)| id).collect();
-        let found: Vec<i64> = index.search(q, 10).unwrap().row(0).map(|(id, _)| id).collect();
-        total += truth.iter().filter(|id| found.contains(id)).count() as f64 / 10.0;
-    }
-    total / queries.len() as f64
-}
 
 fn post_knn(server: &BackServer, body: Value) -> Vec<Value> {
     let r = reqwest::blocking::Client::new()
@@ -55,8 +30,9 @@ fn rerank_lifts_recall_within_the_budget_and_serves_exact_similarities() {
     let budget = "6M";
     let limit = clip_index::parse_memory(budget).unwrap();
     let common = ["--max_index_memory_usage", budget, "--max_index_query_time_ms", "20"];
-    let off = build(&dir.path().join("emb"), &dir.path().join("off"), &[&common[..], &["--rerank", "off"]].concat());
-    let on = build(&dir.path().join("emb"), &dir.path().join("on"), &common);
+    let off =
+        build_index(&dir.path().join("emb"), &dir.path().join("off"), &[&common[..], &["--rerank", "off"]].concat());
+    let on = build_index(&dir.path().join("emb"), &dir.path().join("on"), &common);
     for report in [&off, &on] {
         assert!(report["index_bytes"].as_u64().unwrap() <= limit, "over budget: {report}");
     }
@@ -69,7 +45,7 @@ fn rerank_lifts_recall_within_the_budget_and_serves_exact_similarities() {
 
     let loaded_off = LoadedIndex::open(&dir.path().join("off"), Modality::Image, true).unwrap();
     let loaded_on = LoadedIndex::open(&dir.path().join("on"), Modality::Image, true).unwrap();
-    let (r_off, r_on) = (recall(&loaded_off, &rows, &queries), recall(&loaded_on, &rows, &queries));
+    let (r_off, r_on) = (recall_at_10(&loaded_off, &rows, &queries), recall_at_10(&loaded_on, &rows, &queries));
     eprintln!(
         "{budget} for {n} x 64: recall@10 without re-ranking {r_off:.3} ({}), with {r_on:.3} ({}, k_factor {}, {} bytes on disk)",
         off["index_param"], on["index_param"], on["rerank"]["k_factor"], disk

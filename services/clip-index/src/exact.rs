@@ -11,8 +11,8 @@ pub struct ExactTopK {
     dim: usize,
     k: usize,
     metric: Metric,
-    /// Per query: best `(score, id)` so far, best first.
-    best: Vec<Vec<(f32, i64)>>,
+    /// Per query: best `(id, score)` so far, best first.
+    best: Vec<Vec<(i64, f32)>>,
 }
 
 impl ExactTopK {
@@ -32,8 +32,8 @@ impl ExactTopK {
         let found = flat.search(&self.queries, self.k + 1)?;
         for (q, best) in self.best.iter_mut().enumerate() {
             let own = self.query_ids.get(q).map(|&id| id as i64);
-            best.extend(found.row(q).map(|(id, s)| (s, id + first_id as i64)).filter(|(_, id)| Some(*id) != own));
-            sort_best(best, self.metric);
+            best.extend(found.row(q).map(|(id, s)| (id + first_id as i64, s)).filter(|(id, _)| Some(*id) != own));
+            self.metric.sort_best(best);
             best.truncate(self.k);
         }
         Ok(())
@@ -46,19 +46,12 @@ impl ExactTopK {
         let mut ids = Vec::with_capacity(self.best.len() * k);
         for best in self.best {
             for i in 0..k {
-                let (s, id) = best.get(i).copied().unwrap_or((f32::NAN, -1));
+                let (id, s) = best.get(i).copied().unwrap_or((-1, f32::NAN));
                 distances.push(s);
                 ids.push(id);
             }
         }
         Neighbours { k, distances, ids }
-    }
-}
-
-fn sort_best(best: &mut [(f32, i64)], metric: Metric) {
-    match metric {
-        Metric::Ip => best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))),
-        Metric::L2 => best.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))),
     }
 }
 

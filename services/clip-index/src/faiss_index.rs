@@ -59,6 +59,14 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Sorts `(id, score)` hits best first (largest similarity for ip, smallest distance for l2), ties by id.
+    pub fn sort_best(self, hits: &mut [(i64, f32)]) {
+        match self {
+            Self::Ip => hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))),
+            Self::L2 => hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))),
+        }
+    }
+
     fn faiss(self) -> MetricType {
         match self {
             Self::Ip => MetricType::InnerProduct,
@@ -295,10 +303,7 @@ impl FaissIndex {
             if metric == Metric::Ip {
                 hits.retain(|&(_, s)| s >= radius);
             }
-            match metric {
-                Metric::Ip => hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))),
-                Metric::L2 => hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))),
-            }
+            metric.sort_best(hits);
         }
         Ok(out)
     }

@@ -345,10 +345,7 @@ impl LoadedIndex {
                 Metric::L2 => s < radius,
             })
             .collect();
-        match metric {
-            Metric::Ip => hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))),
-            Metric::L2 => hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))),
-        }
+        metric.sort_best(&mut hits);
         Ok(hits)
     }
 

@@ -165,13 +165,10 @@ pub fn search_reranked(
     for (q, query) in queries.chunks_exact(d).enumerate() {
         let candidates: Vec<i64> = found.row(q).map(|(id, _)| id).collect();
         let scores = vectors.score(query, &candidates, metric)?;
-        let mut scored: Vec<(f32, i64)> = scores.into_iter().zip(candidates).collect();
-        match metric {
-            Metric::Ip => scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))),
-            Metric::L2 => scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))),
-        }
-        scored.resize(k, (f32::NAN, -1));
-        for (s, id) in scored.into_iter().take(k) {
+        let mut scored: Vec<(i64, f32)> = candidates.into_iter().zip(scores).collect();
+        metric.sort_best(&mut scored);
+        scored.resize(k, (-1, f32::NAN));
+        for (id, s) in scored.into_iter().take(k) {
             distances.push(s);
             ids.push(id);
         }
