@@ -219,3 +219,182 @@ fn laion_folders_are_served_and_blocks_merge_on_disk_in_bounded_memory() {
     let ids = [0u64, 199_999, 200_000, 1_999_999];
     assert_eq!(ours.get(&ids, None).unwrap(), theirs.get(&ids, None).unwrap());
 }
+
+#[test]
+fn append_adds_new_partitions_as_a_build_from_the_same_training_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let mut all = clustered_embeddings(15_100, 64, 100, 0.8, 31);
+    let queries = all.split_off(15_000);
+    write_embeddings_folder(&p("all"), &all, 3_000);
+    // The first three of five partitions, then the other two arrive.
+    for sub in ["img_emb", "metadata"] {
+        std::fs::create_dir_all(p("grow").join(sub)).unwrap();
+    }
+    let copy = |n: usize| {
+        for (sub, name) in [("img_emb", format!("img_emb_{n}.npy")), ("metadata", format!("metadata_{n}.parquet"))] {
+            std::fs::copy(p("all").join(sub).join(&name), p("grow").join(sub).join(&name)).unwrap();
+        }
+    };
+    (0..3).for_each(copy);
+    let flags = ["--index_key", "IVF64,SQ8", "--max_index_query_time_ms", "50"];
+    build_index(&p("grow"), &p("idx"), &flags);
+    copy_dir(&p("idx"), &p("trained"));
+    // Nothing new: the folder is unchanged.
+    let before = build_index(&p("grow"), &p("idx"), &["--append"]);
+    assert_eq!(before["count"], 9_000);
+    // A running back (index files memory-mapped) serves the first version while queries keep coming.
+    let paths = p("indices.json");
+    std::fs::write(&paths, json!({"grow": p("idx")}).to_string()).unwrap();
+    let server = BackServer::start(&paths, &["--enable_faiss_memory_mapping", "true"]);
+    let new_row = all[12_345].clone();
+    let top = |server: &BackServer| post_knn(server, json!({"embedding_input": new_row, "num_images": 1}))[0].clone();
+    assert_ne!(top(&server)["id"], 12_345, "not in the first version");
+    let version = |server: &BackServer| readyz(server)["indices"]["grow"].as_str().unwrap().to_string();
+    let first_version = version(&server);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, url, query) = (stop.clone(), server.url(), queries[0].clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .post(format!("{url}/knn-service"))
+                    .body(json!({"embedding_input": query, "num_images": 10}).to_string())
+                    .send()
+                    .unwrap();
+                match r.status().as_u16() {
+                    200 => ok += 1,
+                    s => failed.push(format!("{s}: {}", r.text().unwrap_or_default())),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    (3..5).for_each(copy);
+    let appended = build_index(&p("grow"), &p("idx"), &["--append"]);
+    assert_eq!(appended["count"], 15_000);
+    let reloaded = reqwest::blocking::Client::new().post(format!("{}/reload", server.url())).send().unwrap();
+    assert_eq!(reloaded.status().as_u16(), 200);
+    let reloaded: Value = reloaded.json().unwrap();
+    assert_eq!(reloaded["indices"]["grow"]["vectors"], 15_000, "{reloaded}");
+    assert_eq!(reloaded["indices"]["grow"]["previous"], first_version.as_str());
+    assert_ne!(version(&server), first_version, "/readyz shows the new version");
+    assert_eq!(reloaded["indices"]["grow"]["version"], version(&server).as_str());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.join().unwrap();
+    assert!(ok > 0 && failed.is_empty(), "queries during append and reload: {ok} ok, failed: {failed:?}");
+    let found = top(&server);
+    assert_eq!(found["id"], 12_345, "the appended rows are served");
+    assert_eq!(found["caption"], "row 12345", "with their metadata");
+    drop(server);
+    let numbers: Vec<u64> =
+        appended["partitions"].as_array().unwrap().iter().map(|x| x["number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [0, 1, 2, 3, 4]);
+    let whole = build_index(&p("all"), &p("whole"), &["--trained_index_folder", p("trained").to_str().unwrap()]);
+    assert_eq!(whole["count"], 15_000);
+    assert_eq!(
+        std::fs::read(p("idx/image_vectors.npy")).unwrap(),
+        std::fs::read(p("whole/image_vectors.npy")).unwrap(),
+        "the re-rank vectors grew to the whole collection's"
+    );
+    let mut a = LoadedIndex::open(&p("idx"), Modality::Image, true).unwrap();
+    let mut b = LoadedIndex::open(&p("whole"), Modality::Image, true).unwrap();
+    for l in [&mut a, &mut b] {
+        l.index.set_parameter("nprobe", 8.0).unwrap();
+        l.k_factor = 4;
+    }
+    for q in &queries {
+        assert_eq!(a.search(q, 10).unwrap(), b.search(q, 10).unwrap(), "same ids and scores");
+    }
+    let store = clip_index::RowStore::open(&p("idx/metadata.arrow")).unwrap();
+    assert_eq!(store.len(), 15_000);
+    assert_eq!(store.get(&[14_999], None).unwrap()[0].as_ref().unwrap()["caption"], "row 14999");
+    // A partition that changed under the index is refused.
+    write_embeddings_folder(&p("changed"), &all[..8_000], 3_000);
+    let out = run(
+        cli()
+            .arg("index")
+            .arg("--embeddings_folder")
+            .arg(p("changed"))
+            .arg("--index_folder")
+            .arg(p("trained"))
+            .args(["--append", "--no_progress"]),
+        false,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("rebuild instead of appending"), "{err}");
+}
+
+fn readyz(server: &BackServer) -> Value {
+    reqwest::blocking::get(format!("{}/readyz", server.url())).unwrap().json().unwrap()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// `index --plan` from costs this machine just measured predicts a real build of another size: the same structure,
+/// training plus adding time within a factor of two, peak RSS within a factor of two.
+#[test]
+fn plan_from_measured_costs_predicts_a_real_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let costs = p("costs.json");
+    run(
+        cli().arg("index").arg("--measure_costs").arg(&costs).args([
+            "--count",
+            "40000",
+            "--dim",
+            "64",
+            "--nb_cores",
+            "2",
+        ]),
+        true,
+    );
+    let measured: Value = serde_json::from_slice(&std::fs::read(&costs).unwrap()).unwrap();
+    assert!(
+        measured["kmeans"].as_f64().unwrap() > 0.0 && measured["measured_on"].as_str().unwrap().contains("threads")
+    );
+    let (n, budget) = (300_000usize, "8M");
+    let common = ["--max_index_memory_usage", budget, "--nb_cores", "2", "--current_memory_available", "2G"];
+    let out = run(
+        cli().args(["index", "--plan", "--count", &n.to_string(), "--dim", "64", "--costs"]).arg(&costs).args(common),
+        true,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |name: &str| -> String {
+        let line =
+            text.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_else(|| panic!("{name}: {text}"));
+        line.split_whitespace().next().unwrap().to_string()
+    };
+    assert!(text.contains(costs.to_str().unwrap()), "names the costs it used: {text}");
+    let rows = clustered_embeddings(n, 64, 500, 0.9, 41);
+    write_embeddings_folder(&p("emb"), &rows, 100_000);
+    let built = build_index(&p("emb"), &p("idx"), &common);
+    assert_eq!(field("structure"), built["index_key"].as_str().unwrap(), "{text}");
+    let predicted = field("train seconds").parse::<f64>().unwrap() + field("add seconds").parse::<f64>().unwrap();
+    let stages = &built["stage_seconds"];
+    let actual = stages["train"].as_f64().unwrap() + stages["add"].as_f64().unwrap();
+    eprintln!("train+add predicted {predicted:.1} s, measured {actual:.1} s; {text}");
+    assert!(
+        (0.5..=2.0).contains(&(predicted / actual)),
+        "train+add predicted {predicted:.1} s, measured {actual:.1} s\n{text}\n{built}"
+    );
+    assert!(field("tune seconds").parse::<f64>().unwrap() >= stages["tune"].as_f64().unwrap(), "tuning is bounded");
+    let (rss_plan, rss_built) =
+        (field("peak rss bytes").parse::<f64>().unwrap(), built["peak_rss_bytes"].as_f64().unwrap());
+    assert!((0.5..=2.0).contains(&(rss_plan / rss_built)), "peak RSS predicted {rss_plan}, measured {rss_built}");
+    let disk = field("disk bytes").parse::<u64>().unwrap();
+    let on_disk = built["index_bytes"].as_u64().unwrap() + built["disk_bytes"].as_u64().unwrap();
+    assert!((disk as f64 / on_disk as f64 - 1.0).abs() < 0.2, "disk bytes predicted {disk}, written {on_disk}");
+}

@@ -12,10 +12,10 @@ use std::path::PathBuf;
 #[command(rename_all = "snake_case")]
 pub struct IndexArgs {
     /// Folder written by `inference` (img_emb/, text_emb/, metadata/); local or s3://.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true, required_unless_present_any = ["plan", "measure_costs"])]
     pub embeddings_folder: String,
     /// Where to write image.index, text.index, their reports and metadata.arrow; local or s3://.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true, required_unless_present_any = ["plan", "measure_costs"])]
     pub index_folder: String,
     /// Memory the served index may take (e.g. 4G, 512M).
     #[arg(long, default_value_t = ByteSize::gib(4))]
@@ -64,6 +64,29 @@ pub struct IndexArgs {
     /// --max_index_memory_usage) and re-scores `k * k_factor` candidates exactly; off: the compressed index alone.
     #[arg(long, value_enum, ignore_case = true, default_value_t = Rerank::Auto)]
     pub rerank: Rerank,
+    /// Add the embedding partitions the existing index folder does not hold yet (its image.json lists those it
+    /// does), with the folder's own training; a local index folder.
+    #[arg(long)]
+    pub append: bool,
+    /// Build nothing: print the structure a build of --count vectors of --dim would choose within
+    /// --max_index_memory_usage, its resident and disk bytes, build time and peak RSS, extrapolated from measured
+    /// machine costs (--costs).
+    #[arg(long, requires_all = ["count", "dim"], conflicts_with = "measure_costs")]
+    pub plan: bool,
+    /// Vectors to plan for (--plan), or to measure with (--measure_costs, default 100000).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Dimension to plan for (--plan), or to measure at (--measure_costs, default 512).
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Machine costs --plan extrapolates from (a file written by --measure_costs; default: the ones measured for
+    /// the README, bench/index_costs.json).
+    #[arg(long)]
+    pub costs: Option<PathBuf>,
+    /// Build nothing: time the faiss operations and I/O of a build on this machine (about a minute) and write the
+    /// costs --plan uses to this file.
+    #[arg(long)]
+    pub measure_costs: Option<PathBuf>,
 }
 
 impl CommandArgs for IndexArgs {

@@ -86,6 +86,12 @@ fn index_and_combiner() {
         index_key: Some("IVF256,SQ8".into()),
         trained_index_folder: Some(PathBuf::from("/parts/0")),
         rerank: clip_cli::values::Rerank::Off,
+        append: true,
+        plan: false,
+        count: Some(5),
+        dim: Some(8),
+        costs: Some(PathBuf::from("costs.json")),
+        measure_costs: None,
     };
     let argv = round_trip(&all);
     assert!(argv.windows(2).any(|w| w == ["--max_index_memory_usage", "1536M"]), "{argv:?}");

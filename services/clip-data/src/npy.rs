@@ -81,6 +81,23 @@ impl<W: Write + Seek> NpyWriter<W> {
         self.sink.write_all(&self.buf)
     }
 
+    /// Copies `rows` rows already in this file's dtype from `r` (raw little-endian bytes, e.g. another file of the
+    /// same dtype and width), streamed.
+    pub fn append_raw_rows(&mut self, r: &mut impl Read, rows: usize) -> std::io::Result<()> {
+        let bytes = (rows * self.cols * self.dtype.size()) as u64;
+        let copied = std::io::copy(&mut r.take(bytes), &mut self.sink)?;
+        if copied != bytes {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "fewer rows than the header says"));
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Rows written so far.
     pub fn rows(&self) -> usize {
         self.rows

@@ -103,7 +103,7 @@ pub fn peak_rss_bytes() -> u64 {
     proc_status_bytes("VmHWM")
 }
 
-fn training_rows(choice: &IndexChoice, n: u64, dim: usize, memory: u64) -> usize {
+pub(crate) fn training_rows(choice: &IndexChoice, n: u64, dim: usize, memory: u64) -> usize {
     // ~64 points per list trains k-means well; PQ codebooks want at least ~64k points.
     let wanted = if choice.nlist == 0 { 0 } else { (choice.nlist as u64 * 64).max(65_536) };
     // The sample, faiss's copy of it and the residuals must fit in a quarter of the build memory.
@@ -111,7 +111,7 @@ fn training_rows(choice: &IndexChoice, n: u64, dim: usize, memory: u64) -> usize
     wanted.min(n).min(affordable.max(choice.nlist as u64 * 39)) as usize
 }
 
-fn chunk_rows(dim: usize, memory: u64) -> usize {
+pub(crate) fn chunk_rows(dim: usize, memory: u64) -> usize {
     ((memory / 8 / (dim as u64 * 4).max(1)) as usize).clamp(1024, 65_536)
 }
 
@@ -146,6 +146,8 @@ pub fn build_index(
     tracing::info!(factory = %choice.factory, rows = n, dim, estimated_bytes = choice.estimated_bytes, rerank, "index chosen");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
 
+    let mut stages = crate::report::StageTimes::default();
+    let stage_started = Instant::now();
     if !index.is_trained() {
         let rows = training_rows(&choice, n, dim, opts.current_memory_available);
         progress.stage("training", rows as u64);
@@ -156,6 +158,7 @@ pub fn build_index(
         progress.advance(rows as u64);
     }
 
+    stages.train = stage_started.elapsed().as_secs_f64();
     let q = opts.tuning_queries.min(n as usize);
     let mut query_ids: Vec<u64> = sample(&mut rng, n as usize, q).into_iter().map(|i| i as u64).collect();
     query_ids.sort_unstable();
@@ -165,6 +168,7 @@ pub fn build_index(
     let vectors_target = folder.join(&vectors_file(modality.name()));
     let mut staged_vectors = if rerank { Some(storage.create(&vectors_target)?) } else { None };
     progress.stage("adding", n);
+    let stage_started = Instant::now();
     {
         let mut writer = match staged_vectors.as_mut() {
             Some(out) => Some(
@@ -195,7 +199,9 @@ pub fn build_index(
         None => None,
     };
 
+    stages.add = stage_started.elapsed().as_secs_f64();
     progress.stage("tuning", 0);
+    let stage_started = Instant::now();
     let hnsw = choice.factory.contains("_HNSW");
     let mut target = Searchable { index: &mut index, vectors: vectors.as_ref() };
     let tuning = tune::tune(&mut target, hnsw, &queries, &exact, &query_ids, opts.max_query_ms, opts.min_recall)?;
@@ -207,6 +213,8 @@ pub fn build_index(
         );
     }
 
+    stages.tune = stage_started.elapsed().as_secs_f64();
+    let stage_started = Instant::now();
     let index_bytes = write_index(storage, &index, &folder.join(&modality.index_file()))?;
     let rerank_report = match (vectors, staged_vectors) {
         (Some(v), Some(out)) => {
@@ -231,6 +239,8 @@ pub fn build_index(
         peak_rss_bytes(),
         source.partitions.iter().map(|p| PartitionRows { number: p.number, rows: p.rows }).collect(),
     );
+    stages.write = stage_started.elapsed().as_secs_f64();
+    report.stage_seconds = stages;
     report.disk_bytes = rerank_report.as_ref().map_or(0, |r| r.disk_bytes);
     report.rerank = rerank_report;
     Ok(report)

@@ -82,7 +82,7 @@ pub fn nlist_for(n: u64) -> usize {
 }
 
 /// HNSW coarse quantiser above this many lists (a flat quantiser costs `nlist * d` per query).
-const HNSW_QUANTIZER_FROM: usize = 32_768;
+pub(crate) const HNSW_QUANTIZER_FROM: usize = 32_768;
 /// Bytes of an id in an inverted list.
 const ID_BYTES: f64 = 8.0;
 

@@ -98,11 +98,21 @@ impl EmbeddingSource {
     }
 
     /// Calls `f(first_id, rows)` for consecutive chunks of at most `chunk_rows` rows, in id order.
-    pub fn for_each_chunk(&self, chunk_rows: usize, mut f: impl FnMut(u64, &[f32]) -> Result<()>) -> Result<()> {
+    pub fn for_each_chunk(&self, chunk_rows: usize, f: impl FnMut(u64, &[f32]) -> Result<()>) -> Result<()> {
+        self.for_each_chunk_where(chunk_rows, |_| true, f)
+    }
+
+    /// [`EmbeddingSource::for_each_chunk`] over the partitions whose number `keep` accepts (ids stay global).
+    pub fn for_each_chunk_where(
+        &self,
+        chunk_rows: usize,
+        keep: impl Fn(usize) -> bool,
+        mut f: impl FnMut(u64, &[f32]) -> Result<()>,
+    ) -> Result<()> {
         let chunk_rows = chunk_rows.max(1);
         let mut buf = Vec::new();
         let mut values = Vec::new();
-        for p in &self.partitions {
+        for p in self.partitions.iter().filter(|p| keep(p.number)) {
             let mut reader = p.reader()?;
             let mut done = 0;
             while done < p.rows {

@@ -62,6 +62,8 @@ pub struct FolderBuild {
     pub options: BuildOptions,
     /// An index folder whose trained indices to reuse (`<folder>/image.index`, `<folder>/text.index`).
     pub trained_index_folder: Option<PathBuf>,
+    /// Add only the partitions `index_folder` does not hold yet, to its existing indices.
+    pub append: bool,
 }
 
 /// What was built.
@@ -152,7 +154,11 @@ pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildPr
         if let Some(trained) = &job.trained_index_folder {
             options.trained_index = Some(trained.join(modality.index_file()));
         }
-        let mut report = build_index(storage, &source, &job.index_folder, modality, &options, progress)?;
+        let mut report = if job.append {
+            crate::append::append_index(&source, &job.index_folder, modality, &options, progress)?
+        } else {
+            build_index(storage, &source, &job.index_folder, modality, &options, progress)?
+        };
         report.image_roots = image_roots.clone();
         let json = serde_json::to_vec_pretty(&report).expect("report serialises");
         storage.write(&job.index_folder.join(&modality.report_file()), &json)?;
@@ -439,6 +445,7 @@ mod tests {
             copy_metadata: false,
             options: BuildOptions::default(),
             trained_index_folder: None,
+            append: false,
         }
     }
 

@@ -5,6 +5,7 @@
 //! Files are the ones clip-retrieval users have: `image.index` / `text.index` read by Python faiss, `metadata/` as
 //! parquet. Reports (`image.json`) and `metadata.arrow` are ours.
 
+pub mod append;
 pub mod build;
 pub mod choice;
 pub mod embeddings;
@@ -15,6 +16,7 @@ pub mod folder;
 pub mod merge;
 mod mmap;
 pub mod ondisk;
+pub mod plan;
 pub mod report;
 pub mod row_store;
 pub mod tune;

@@ -48,6 +48,9 @@ pub struct IndexReport {
     pub build_seconds: f64,
     /// Peak resident memory of the building process, in bytes.
     pub peak_rss_bytes: u64,
+    /// Wall seconds of each build stage (what `index --plan` predicts); zeros for reports written before.
+    #[serde(default)]
+    pub stage_seconds: StageTimes,
     /// Partitions included, in id order.
     pub partitions: Vec<PartitionRows>,
     /// Folders the results' `image_path`s may be read from (`back --image_roots` defaults to these): the local
@@ -62,6 +65,19 @@ pub struct IndexReport {
     /// and folders built elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank: Option<RerankReport>,
+}
+
+/// Wall seconds of the stages of one build.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageTimes {
+    /// Training (k-means, codec).
+    pub train: f64,
+    /// Adding the vectors (with the exact top-k of the tuning queries and the re-rank rows).
+    pub add: f64,
+    /// Tuning the search parameters.
+    pub tune: f64,
+    /// Writing the index file.
+    pub write: f64,
 }
 
 /// How a compressed index is re-ranked when served.
@@ -103,6 +119,7 @@ impl IndexReport {
             max_index_memory_usage: opts.max_index_memory,
             build_seconds,
             peak_rss_bytes,
+            stage_seconds: StageTimes::default(),
             partitions,
             image_roots: Vec::new(),
             disk_bytes: 0,

@@ -8,8 +8,14 @@ use clip_data::{Location, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
-/// Runs `index`.
+/// Runs `index` (or, with `--plan` / `--measure_costs`, plans or measures instead of building).
 pub fn run(storage: &Storage, a: IndexArgs) -> Result<()> {
+    if let Some(out) = &a.measure_costs {
+        return measure_costs(&a, out);
+    }
+    if a.plan {
+        return plan(&a);
+    }
     let job = folder_build(&a);
     let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
@@ -53,6 +59,53 @@ pub fn run(storage: &Storage, a: IndexArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--plan`: the plan of a build of `--count` x `--dim` with these flags, from the measured costs.
+fn plan(a: &IndexArgs) -> Result<()> {
+    let (Some(count), Some(dim)) = (a.count, a.dim) else { bail!("--plan needs --count and --dim") };
+    let (source, text) = match &a.costs {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).with_context(|| format!("--costs {}: cannot read", path.display()))?,
+        ),
+        None => ("bench/index_costs.json (built in)".to_string(), clip_index::plan::REFERENCE_COSTS.to_string()),
+    };
+    let costs = clip_index::plan::MachineCosts::from_json(&text, &source)?;
+    let options = folder_build(a).options;
+    let plan = clip_index::plan::plan(count, dim, &options, &costs)?;
+    println!("{}", plan.render(&source, &costs));
+    if options.threads != costs.threads {
+        println!("note: costs were measured with {} threads, scaled to --nb_cores {}", costs.threads, options.threads);
+    }
+    Ok(())
+}
+
+/// `--measure_costs FILE`: times a build's operations on this machine and writes them for `--plan --costs FILE`.
+fn measure_costs(a: &IndexArgs, out: &Path) -> Result<()> {
+    let (count, dim) = (a.count.unwrap_or(100_000), a.dim.unwrap_or(512));
+    let threads = folder_build(a).options.threads;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let measured_on = format!(
+        "{cpu}, {threads} threads, {} x {dim}, {} UTC, by `clip-retrieval index --measure_costs`",
+        count,
+        chrono::Utc::now().format("%Y-%m-%d %H:%M")
+    );
+    println!("measuring faiss and I/O costs with {count} x {dim} random vectors on {threads} threads ...");
+    let costs = clip_index::plan::measure_costs(count, dim, threads, measured_on)?;
+    let json = serde_json::to_string_pretty(&costs)?;
+    std::fs::write(out, format!("{json}\n"))
+        .with_context(|| format!("--measure_costs {}: cannot write", out.display()))?;
+    println!("{json}\ncosts written to {}", out.display());
+    Ok(())
+}
+
 /// The build job of the flags.
 fn folder_build(a: &IndexArgs) -> clip_index::FolderBuild {
     let mut options = clip_index::BuildOptions {
@@ -80,6 +133,7 @@ fn folder_build(a: &IndexArgs) -> clip_index::FolderBuild {
         copy_metadata: a.copy_metadata,
         options,
         trained_index_folder: a.trained_index_folder.clone(),
+        append: a.append,
     }
 }
 

@@ -12,7 +12,7 @@ use clip_index::Modality;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -136,55 +136,105 @@ impl Default for EngineOptions {
 }
 
 /// The loaded indices and what serves queries on them; shared by every request.
+///
+/// The indices are one snapshot behind a lock that is held only to clone it: a query takes its index's `Arc` and
+/// keeps it to the end, so [`SearchEngine::reload`] can swap in a new snapshot while queries on the old files finish
+/// (their memory maps stay valid: new files are renamed over old ones, never written in place).
 pub struct SearchEngine {
-    indices: Vec<Arc<IndexResource>>,
+    indices: RwLock<Arc<Vec<Arc<IndexResource>>>>,
+    storage: Storage,
+    configured: Vec<(String, IndexOptions)>,
+    reloading: Mutex<()>,
     fetcher: ImageFetcher,
     search_slots: Arc<Semaphore>,
     options: EngineOptions,
 }
 
+/// One index after a reload: the version served before and now, and its vectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// `indice_name`.
+    pub name: String,
+    /// The version served before the reload.
+    pub previous: String,
+    /// The version served now.
+    pub version: String,
+    /// Vectors in the image (else text) index now.
+    pub vectors: u64,
+}
+
 impl SearchEngine {
     /// Loads every index (blocking: call from a blocking thread).
     pub fn load(storage: &Storage, indices: &[(String, IndexOptions)], options: EngineOptions) -> Result<Self> {
-        let mut models = ModelCache::default();
-        let loaded = indices
-            .iter()
-            .map(|(name, o)| {
-                IndexResource::load(storage, name, o, &options.cache_folder, &mut models, options.encoder)
-                    .map(Arc::new)
-                    .map_err(|e| SearchError::Config(format!("index {name:?} ({}): {e}", o.indice_folder)))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let loaded = load_all(storage, indices, &options, ModelCache::default())?;
         let fetcher = ImageFetcher::new(options.fetch)?;
         let search_slots = Arc::new(Semaphore::new(options.search_threads.max(1)));
-        Ok(Self { indices: loaded, fetcher, search_slots, options })
+        Ok(Self {
+            indices: RwLock::new(Arc::new(loaded)),
+            storage: storage.clone(),
+            configured: indices.to_vec(),
+            reloading: Mutex::new(()),
+            fetcher,
+            search_slots,
+            options,
+        })
+    }
+
+    /// Loads every configured index folder again (blocking) and, when all load, serves them from now on; queries in
+    /// flight finish on the indices they started with. Models are kept (an index folder changes, its model does
+    /// not). On any error nothing changes and the error names the index. One reload runs at a time; another asked
+    /// for meanwhile gets [`SearchError::ReloadRunning`].
+    pub fn reload(&self) -> Result<Vec<Reloaded>> {
+        let _only_one = match self.reloading.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(SearchError::ReloadRunning),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let before = self.indices();
+        let mut models = ModelCache::default();
+        for r in before.iter() {
+            models.keep(r.model_folder.clone(), r.encoder.clone());
+        }
+        let loaded = load_all(&self.storage, &self.configured, &self.options, models)?;
+        let changes = loaded
+            .iter()
+            .map(|r| Reloaded {
+                name: r.name.clone(),
+                previous: before.iter().find(|b| b.name == r.name).map(|b| b.version.clone()).unwrap_or_default(),
+                version: r.version.clone(),
+                vectors: r.image.as_ref().or(r.text.as_ref()).map(|i| i.len()).unwrap_or(0),
+            })
+            .collect();
+        *self.indices.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        Ok(changes)
     }
 
     /// Names of the loaded indices, in configuration order (`/indices-list`).
     pub fn names(&self) -> Vec<String> {
-        self.indices.iter().map(|r| r.name.clone()).collect()
+        self.indices().iter().map(|r| r.name.clone()).collect()
     }
 
-    /// The loaded indices.
-    pub fn indices(&self) -> &[Arc<IndexResource>] {
-        &self.indices
+    /// The indices served now (a snapshot: a reload does not change it).
+    pub fn indices(&self) -> Arc<Vec<Arc<IndexResource>>> {
+        self.indices.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The index called `name`, or the first one for `None`.
-    pub fn resource(&self, name: Option<&str>) -> Result<&Arc<IndexResource>> {
-        match name {
-            None => self.indices.first().ok_or_else(|| SearchError::Internal("no index loaded".into())),
-            Some(n) => self
-                .indices
-                .iter()
-                .find(|r| r.name == n)
-                .ok_or_else(|| SearchError::UnknownIndex { name: n.to_string(), available: self.names().join(", ") }),
-        }
+    pub fn resource(&self, name: Option<&str>) -> Result<Arc<IndexResource>> {
+        let indices = self.indices();
+        let found = match name {
+            None => indices.first(),
+            Some(n) => indices.iter().find(|r| r.name == n),
+        };
+        found.cloned().ok_or_else(|| match name {
+            None => SearchError::Internal("no index loaded".into()),
+            Some(n) => SearchError::UnknownIndex { name: n.to_string(), available: self.names().join(", ") },
+        })
     }
 
     /// Answers one knn query.
     pub async fn knn(&self, mut q: KnnQuery) -> Result<KnnAnswer> {
-        let resource = self.resource(q.indice_name.as_deref())?.clone();
+        let resource = self.resource(q.indice_name.as_deref())?;
         let mut answer = KnnAnswer::default();
         self.apply_caps(&mut q, &mut answer);
         let index_dim = resource.index(q.modality)?.dim();
@@ -231,7 +281,7 @@ impl SearchEngine {
     /// `/metadata`: the rows (configured columns) of `ids` in index `name`.
     /// Repeated ids are answered once, in the order they first appear.
     pub async fn metadata(&self, name: Option<&str>, ids: Vec<i64>) -> Result<Vec<(i64, Map<String, Value>)>> {
-        let resource = self.resource(name)?.clone();
+        let resource = self.resource(name)?;
         if ids.len() > self.options.max_num_result_ids {
             return Err(SearchError::bad(
                 "ids",
@@ -306,6 +356,23 @@ impl SearchEngine {
         answer.encode_batch = Some(("image", encoded.batch_size));
         Ok(encoded.embedding)
     }
+}
+
+/// Every configured index, loaded with the models in `models`.
+fn load_all(
+    storage: &Storage,
+    indices: &[(String, IndexOptions)],
+    options: &EngineOptions,
+    mut models: ModelCache,
+) -> Result<Vec<Arc<IndexResource>>> {
+    indices
+        .iter()
+        .map(|(name, o)| {
+            IndexResource::load(storage, name, o, &options.cache_folder, &mut models, options.encoder)
+                .map(Arc::new)
+                .map_err(|e| SearchError::Config(format!("index {name:?} ({}): {e}", o.indice_folder)))
+        })
+        .collect()
 }
 
 type Stages = Vec<(Stage, Duration)>;

@@ -23,6 +23,9 @@ pub enum SearchError {
     /// More requests are queued than the server accepts; the client should retry later.
     #[error("the server is overloaded ({0}); retry later")]
     Overloaded(&'static str),
+    /// A reload was asked for while another runs.
+    #[error("a reload is already running")]
+    ReloadRunning,
     /// The indices configuration (indices_paths.json, flags) is wrong.
     #[error("configuration: {0}")]
     Config(String),

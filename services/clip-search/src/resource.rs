@@ -28,6 +28,8 @@ pub struct IndexResource {
     pub columns: Vec<String>,
     /// The query encoder of this index's model (shared between indices of the same model).
     pub encoder: Arc<QueryEncoder>,
+    /// The local folder of that model.
+    pub model_folder: PathBuf,
     /// Loaded violence prompts.
     pub violence: Option<ViolenceDetector>,
     /// Loaded safety classifier.
@@ -38,7 +40,8 @@ pub struct IndexResource {
     pub image_roots: ImageRoots,
     /// Limits on decoding a result image that is not a JPEG (the query images' limits).
     pub image_limits: clip_model::ImageLimits,
-    /// A version string of the loaded files (build time of the index reports, else file times), for status.
+    /// A version string of the loaded files (the newest modification time of the index, report and metadata
+    /// files, in Unix milliseconds), for `/readyz` and `/reload`.
     pub version: String,
 }
 
@@ -49,6 +52,11 @@ pub struct ModelCache {
 }
 
 impl ModelCache {
+    /// Reuses `encoder` for the model in `folder` (a reload keeps the models it has).
+    pub fn keep(&mut self, folder: PathBuf, encoder: Arc<QueryEncoder>) {
+        self.loaded.insert(folder, encoder);
+    }
+
     fn get(&mut self, folder: PathBuf, limits: EncoderLimits) -> Result<Arc<QueryEncoder>> {
         if let Some(e) = self.loaded.get(&folder) {
             return Ok(e.clone());
@@ -156,6 +164,7 @@ impl IndexResource {
             rows,
             columns,
             encoder,
+            model_folder,
             violence,
             safety,
             aesthetic,
@@ -261,6 +270,6 @@ fn version_of(folder: &Path) -> String {
         .max();
     newest
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs().to_string())
+        .map(|d| d.as_millis().to_string())
         .unwrap_or_default()
 }

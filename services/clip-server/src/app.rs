@@ -74,15 +74,19 @@ impl AppState {
 
     /// Installs the loaded engine and publishes what it holds.
     pub fn set_engine(&self, engine: Arc<SearchEngine>) {
-        for r in engine.indices() {
+        self.publish_sizes(&engine);
+        let _ = self.engine.set(engine);
+        self.metrics.ready.set(1);
+    }
+
+    fn publish_sizes(&self, engine: &SearchEngine) {
+        for r in engine.indices().iter() {
             for (modality, index) in [("image", &r.image), ("text", &r.text)] {
                 if let Some(i) = index {
                     self.metrics.index_vectors.with_label_values(&[r.name.as_str(), modality]).set(i.len() as i64);
                 }
             }
         }
-        let _ = self.engine.set(engine);
-        self.metrics.ready.set(1);
     }
 }
 
@@ -106,6 +110,7 @@ impl From<SearchError> for ApiError {
             SearchError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, Some(*field)),
             SearchError::UnknownIndex { .. } => (StatusCode::BAD_REQUEST, Some("indice_name")),
             SearchError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            SearchError::ReloadRunning => (StatusCode::CONFLICT, None),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         if status.is_server_error() {
@@ -140,7 +145,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/config.json", get(config_json))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/reload", post(reload));
     let with_ui = match state.options.front_dist.clone().filter(|d| d.join("index.html").is_file()) {
         Some(dist) => api.fallback_service(ServeDir::new(&dist).fallback(ServeFile::new(dist.join("index.html")))),
         None => api.route("/", get(no_ui)).fallback(not_found),
@@ -254,7 +260,7 @@ async fn config_json(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(e) = state.engine.get() {
-        for r in e.indices() {
+        for r in e.indices().iter() {
             let (text, image) = r.encoder.panics();
             let gauge = |tower: &str, n: u64| {
                 state.metrics.encoder_panics.with_label_values(&[r.name.as_str(), tower]).set(n as i64)
@@ -284,6 +290,40 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `POST /reload`: loads every index folder again and serves the new files from now on (an `index --append` or a
+/// copied-in rebuild); requests in flight finish on the old ones. A failed reload keeps the old version and says
+/// why; `/readyz` shows the versions served.
+async fn reload(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let engine = engine(&state)?.clone();
+    let reloading = engine.clone();
+    let outcome = tokio::task::spawn_blocking(move || reloading.reload())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reload task: {e}")))?;
+    let label = match &outcome {
+        Ok(_) => "reloaded",
+        Err(SearchError::ReloadRunning) => "busy",
+        Err(_) => "failed",
+    };
+    state.metrics.reloads.with_label_values(&[label]).inc();
+    let changes = outcome.map_err(|e| match e {
+        SearchError::ReloadRunning => ApiError::from(e),
+        e => {
+            tracing::error!(error = %e, "reload failed; still serving the previous indices");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload failed, still serving the previous indices: {e}"),
+            )
+        }
+    })?;
+    state.publish_sizes(&engine);
+    let indices: serde_json::Map<String, Value> = changes
+        .into_iter()
+        .map(|c| (c.name, json!({ "version": c.version, "previous": c.previous, "vectors": c.vectors })))
+        .collect();
+    tracing::info!(indices = %serde_json::Value::Object(indices.clone()), "indices reloaded");
+    Ok(Json(json!({ "reloaded": true, "indices": indices })))
 }
 
 async fn no_ui() -> impl IntoResponse {

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub index_vectors: IntGaugeVec,
     /// `clip_retrieval_ready` (1 once every index is loaded).
     pub ready: IntGauge,
+    /// `clip_retrieval_reloads_total{outcome}`: `POST /reload` by outcome (`reloaded`, `failed`, `busy`).
+    pub reloads: IntCounterVec,
     /// `clip_retrieval_encoder_panics{index, tower}`: panics caught in an encoder worker (each failed its batch).
     pub encoder_panics: IntGaugeVec,
     /// Kept so the registry owns a histogram of whole knn requests under clip-retrieval's name.
@@ -88,6 +90,11 @@ impl Metrics {
         )
         .expect("valid metric");
         let ready = IntGauge::new("clip_retrieval_ready", "1 once every index is loaded").expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new("clip_retrieval_reloads_total", "Index reloads by outcome: reloaded, failed, busy"),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let encoder_panics = IntGaugeVec::new(
             Opts::new("clip_retrieval_encoder_panics", "Panics caught in an encoder worker (each failed its batch)"),
             &["index", "tower"],
@@ -108,6 +115,7 @@ impl Metrics {
             Box::new(skipped_options.clone()),
             Box::new(index_vectors.clone()),
             Box::new(ready.clone()),
+            Box::new(reloads.clone()),
             Box::new(encoder_panics.clone()),
             Box::new(full_knn_request_time.clone()),
         ] {
@@ -124,6 +132,7 @@ impl Metrics {
             skipped_options,
             index_vectors,
             ready,
+            reloads,
             encoder_panics,
             full_knn_request_time,
         }

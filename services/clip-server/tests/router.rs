@@ -72,6 +72,7 @@ fn build_index(root: &Path) {
         copy_metadata: false,
         options: clip_index::BuildOptions { threads: 2, ..Default::default() },
         trained_index_folder: None,
+        append: false,
     };
     clip_index::build_folder(&Storage::from_env(), &build, &clip_index::NoProgress).unwrap();
 }
@@ -173,4 +174,22 @@ async fn queries_wait_for_the_indices_with_503() {
     let (status, ready) = call(&app, "GET", "/readyz", "").await;
     assert_eq!((status, ready["ready"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!(false)));
     assert_eq!(call(&app, "GET", "/healthz", "").await.0, StatusCode::OK, "alive while loading");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_serves_the_folder_again_and_waits_for_the_first_load() {
+    let (status, body) = call(&app(HttpOptions::default(), false), "POST", "/reload", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let app = app(HttpOptions::default(), true);
+    let (_, ready) = call(&app, "GET", "/readyz", "").await;
+    let (status, reloaded) = call(&app, "POST", "/reload", "").await;
+    assert_eq!(status, StatusCode::OK, "{reloaded}");
+    let demo = &reloaded["indices"]["demo"];
+    assert_eq!(demo["previous"], ready["indices"]["demo"], "{reloaded}");
+    assert_eq!(demo["version"], demo["previous"], "an unchanged folder keeps its version");
+    assert!(demo["vectors"].as_u64().unwrap() > 0);
+    let (status, results) = call(&app, "POST", "/knn-service", r#"{"text": "a red circle", "num_images": 3}"#).await;
+    assert_eq!((status, results.as_array().map(Vec::len)), (StatusCode::OK, Some(3)), "served after the swap");
+    let (_, metrics) = call(&app, "GET", "/metrics", "").await;
+    assert!(metrics.as_str().unwrap().contains(r#"clip_retrieval_reloads_total{outcome="reloaded"} 1"#));
 }
