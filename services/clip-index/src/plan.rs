@@ -277,12 +277,17 @@ pub fn measure_costs(count: u64, dim: usize, threads: usize, measured_on: String
     let (pq_train_s, pq_add) = encode_cost(&format!("IVF1,PQ{m}x4fsr"))?;
     let (opq_train_s, opq_add) = encode_cost(&format!("OPQ{m}_{d},IVF1,PQ{m}x4fsr"))?;
 
-    // The exact top-k of tuning: a chunk scored against the queries.
-    let queries = 200usize;
-    let mut exact_index = FaissIndex::from_factory(d, "Flat", Metric::Ip)?;
+    // The exact top-k of tuning, as a build runs it: 1000 queries against the data in build-sized chunks.
+    let queries = 1000usize;
+    let chunk = crate::build::chunk_rows(d, BuildOptions::default().current_memory_available);
+    let query_ids: Vec<u64> = (0..queries as u64).collect();
+    let mut exact_top =
+        crate::exact::ExactTopK::new(data[..queries * d].to_vec(), query_ids, d, crate::tune::RECALL_K, Metric::Ip);
     let exact = time(&mut || {
-        exact_index.add(&data)?;
-        exact_index.search(&data[..queries * d], 11).map(drop)
+        for (i, rows) in data.chunks(chunk * d).enumerate() {
+            exact_top.add_chunk((i * chunk) as u64, rows)?;
+        }
+        Ok(())
     })? / (nf * queries as f64 * df);
 
     let io = time(&mut || npy_round_trip(&data, d))? / (nf * df);
