@@ -15,7 +15,8 @@ WORK="$ROOT/.cache/index-bench"; VENV="$ROOT/.cache/index-bench-venv"
 bash scripts/setup.sh
 if ! "$VENV/bin/python" -c "import autofaiss, faiss" 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q autofaiss "faiss-cpu==1.12.0" "setuptools<70"
+  # autofaiss pins numpy<2; pyarrow >= 18 needs numpy 2 and fails to import beside it.
+  "$VENV/bin/pip" install -q autofaiss "faiss-cpu==1.12.0" "setuptools<70" "pyarrow<18"
 fi
 cargo build --release -q -p clip-retrieval
 BIN="$CARGO_TARGET_DIR/release/clip-retrieval"
