@@ -81,6 +81,11 @@ impl<W: Write + Seek> NpyWriter<W> {
         self.sink.write_all(&self.buf)
     }
 
+    /// Appends the rows of a row-major block (`cols` values each).
+    pub fn write_rows(&mut self, rows: &[f32]) -> std::io::Result<()> {
+        rows.chunks_exact(self.cols).try_for_each(|row| self.write_row(row))
+    }
+
     /// Copies `rows` rows already in this file's dtype from `r` (raw little-endian bytes, e.g. another file of the
     /// same dtype and width), streamed.
     pub fn append_raw_rows(&mut self, r: &mut impl Read, rows: usize) -> std::io::Result<()> {
@@ -91,11 +96,6 @@ impl<W: Write + Seek> NpyWriter<W> {
         }
         self.rows += rows;
         Ok(())
-    }
-
-    /// Values per row.
-    pub fn cols(&self) -> usize {
-        self.cols
     }
 
     /// Rows written so far.

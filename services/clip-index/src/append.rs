@@ -159,11 +159,7 @@ impl AppendedVectors {
     }
 
     fn write(&mut self, rows: &[f32]) -> Result<()> {
-        let dim = self.writer.cols();
-        for row in rows.chunks_exact(dim) {
-            self.writer.write_row(row).map_err(IndexError::io(self.partial.display()))?;
-        }
-        Ok(())
+        self.writer.write_rows(rows).map_err(IndexError::io(self.partial.display()))
     }
 
     fn finish(self) -> Result<u64> {

@@ -181,9 +181,7 @@ pub fn build_index(
             index.add(rows)?;
             exact.add_chunk(first, rows)?;
             if let Some(w) = writer.as_mut() {
-                for row in rows.chunks_exact(dim) {
-                    w.write_row(row).map_err(IndexError::io(&vectors_target))?;
-                }
+                w.write_rows(rows).map_err(IndexError::io(&vectors_target))?;
             }
             progress.advance((rows.len() / dim) as u64);
             Ok(())

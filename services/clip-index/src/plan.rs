@@ -320,9 +320,7 @@ fn npy_round_trip(data: &[f32], dim: usize) -> Result<()> {
     let file = std::fs::File::create(&path).map_err(IndexError::io(path.display()))?;
     let mut writer = NpyWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), NpyDtype::F16, dim)
         .map_err(IndexError::io(path.display()))?;
-    for row in data.chunks_exact(dim) {
-        writer.write_row(row).map_err(IndexError::io(path.display()))?;
-    }
+    writer.write_rows(data).map_err(IndexError::io(path.display()))?;
     use std::io::Write;
     writer.finish().and_then(|mut b| b.flush()).map_err(IndexError::io(path.display()))?;
     let stored = crate::vectors::StoredVectors::open(&path)?;
