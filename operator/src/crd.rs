@@ -196,6 +196,8 @@ pub struct EmbeddingsSource {
     status = "IndexBuildStatus",
     shortname = "ib",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.stage"}"#,
+    printcolumn = r#"{"name":"Parts","type":"string","jsonPath":".status.partsDone"}"#,
     printcolumn = r#"{"name":"Index","type":"string","jsonPath":".status.indexKey"}"#,
     printcolumn = r#"{"name":"Recall","type":"number","jsonPath":".status.recallAt10"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -214,9 +216,48 @@ pub struct IndexBuildSpec {
     #[serde(default = "both_modalities")]
     #[schemars(length(min = 1, max = 2))]
     pub modalities: Vec<IndexModality>,
+    /// Add pods run in parallel: 1 is one build pod; N > 1 runs a training Job (a sample across every
+    /// partition), then N add Jobs over contiguous slices of the partitions (`<output>-parts/<i>`), then a merge.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub shards: u32,
+    /// With shards: merge the parts into `output` (a merge Job). `false` leaves the parts as the result, for a
+    /// SearchDeployment that serves them as shards (`sharded: true`).
+    #[serde(default = "yes")]
+    pub merge: bool,
+    /// With shards: how many times a failed part Job is run again (alone) before the build fails.
+    #[serde(default = "default_part_retries")]
+    #[schemars(range(min = 0, max = 20))]
+    pub part_retries: u32,
     /// Pod: image, resources, node selection.
     #[serde(flatten)]
     pub placement: Placement,
+}
+
+/// One part of a distributed build: a slice of the embedding partitions added to the trained index.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexPart {
+    /// Embedding partition numbers of the slice (`--partition_ids`, e.g. `0-9`).
+    pub partitions: String,
+    /// Rows of the slice.
+    pub rows: u64,
+    /// Global id of the part's first row (the rows of the parts before it).
+    pub row_offset: u64,
+    /// The part's index folder.
+    pub folder: String,
+    /// Pending, Running, Complete or Failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+    /// Runs of the part's Job so far (a failed Job is run again alone, up to `partRetries` times).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The Job of the current attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// recall@10 the part measured on its own rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall_at10: Option<f64>,
 }
 
 /// What the operator reports on an IndexBuild, including what the build wrote in its `<modality>.json`.
@@ -250,6 +291,15 @@ pub struct IndexBuildStatus {
     /// RFC 3339 completion time (SearchDeployments roll out when it changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<String>,
+    /// Distributed builds: Training, Adding, Merging, Done.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stage: String,
+    /// Distributed builds: the parts in id order, with their slices and row offsets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<IndexPart>,
+    /// Distributed builds: `complete/total` parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_done: Option<String>,
 }
 
 /// An index served under a name: an IndexBuild in the same namespace or a folder URI (exactly one).
@@ -262,6 +312,11 @@ pub struct IndexSource {
     /// Index folder (s3:// or path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    /// Serve the IndexBuild's parts as shards (a Deployment and Service per part, each pod downloading only its
+    /// part; the SearchDeployment's pods are the front that fans queries out) instead of its merged folder.
+    /// Required when the build does not merge.
+    #[serde(default)]
+    pub sharded: bool,
 }
 
 /// Horizontal autoscaling of the query servers.
@@ -331,6 +386,17 @@ pub struct SearchDeploymentSpec {
     /// Optional Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Sharded indices: replicas of each shard's Deployment (ignored when `shardAutoscaling` is set).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub shard_replicas: u32,
+    /// Sharded indices: an HPA per shard Deployment instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_autoscaling: Option<Autoscaling>,
+    /// Sharded indices: a front's answer leaves out a shard that fails (header `x-clip-retrieval-partial`)
+    /// instead of failing with a 503.
+    #[serde(default)]
+    pub allow_partial_results: bool,
     /// Pods: image, resources, node selection.
     #[serde(flatten)]
     pub placement: Placement,
@@ -383,6 +449,14 @@ fn default_batch_size() -> u32 {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_part_retries() -> u32 {
+    2
 }
 
 fn default_retries() -> u32 {

@@ -44,6 +44,9 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
     if status.observed_generation != generation {
         // A new spec: a new build (the last one's results stay until it completes).
         status.phase = String::new();
+        status.stage = String::new();
+        status.parts.clear();
+        status.parts_done = None;
     }
     status.observed_generation = generation;
     match embeddings(&ctx, &ib.spec, &namespace).await? {
@@ -51,6 +54,9 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
         Embeddings::Waiting(message) => {
             status.phase = "Waiting".into();
             set_condition(&mut status.conditions, "Progressing", false, "WaitingForEmbeddings", &message);
+        }
+        Embeddings::Ready(folder) if ib.spec.shards > 1 => {
+            crate::distributed_build::run(&ctx, &ib, &namespace, &folder, &mut status).await?
         }
         Embeddings::Ready(folder) => run_build(&ctx, &ib, &namespace, &folder, &mut status).await?,
     }
@@ -75,7 +81,8 @@ pub fn error_policy(ib: Arc<IndexBuild>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(Duration::from_secs(5))
 }
 
-fn fail(status: &mut IndexBuildStatus, reason: &str, message: &str) {
+/// Marks the build Failed with `reason`.
+pub fn fail(status: &mut IndexBuildStatus, reason: &str, message: &str) {
     status.phase = "Failed".into();
     set_condition(&mut status.conditions, "Progressing", false, reason, message);
     set_condition(&mut status.conditions, "Failed", true, reason, message);
@@ -176,7 +183,13 @@ pub fn job_name(ib: &IndexBuild) -> String {
 
 /// The `clip-retrieval index` arguments.
 pub fn index_args(spec: &IndexBuildSpec, folder: &str) -> Result<Vec<String>> {
-    let mut args = IndexArgs::new(folder, &spec.output);
+    Ok(summary_args(spec, folder, &spec.output)?.to_argv_pinning(&["max_index_memory_usage"]))
+}
+
+/// `index` of `folder` into `output` with the spec's budget, modalities and pod memory, writing its summary to the
+/// termination message (every build Job's flags; a distributed build adds its stage's).
+pub fn summary_args(spec: &IndexBuildSpec, folder: &str, output: &str) -> Result<IndexArgs> {
+    let mut args = IndexArgs::new(folder, output);
     args.max_index_memory_usage =
         spec.max_index_memory_usage.parse().map_err(|e| Error::InvalidSpec(format!("maxIndexMemoryUsage {e}")))?;
     args.modalities = spec.modalities.clone();
@@ -189,18 +202,23 @@ pub fn index_args(spec: &IndexBuildSpec, folder: &str) -> Result<Vec<String>> {
             .parse()
             .map_err(|e| Error::InvalidSpec(format!("placement.resources.memory {e}")))?;
     }
-    Ok(args.to_argv_pinning(&["max_index_memory_usage"]))
+    Ok(args)
 }
 
 /// The Job building the index of `folder`.
 pub fn build_job(ib: &IndexBuild, folder: &str) -> Result<Job> {
+    index_job(ib, &job_name(ib), index_args(&ib.spec, folder)?)
+}
+
+/// A Job `name` of the IndexBuild running `clip-retrieval <args>`, its summary read from the termination message.
+pub fn index_job(ib: &IndexBuild, name: &str, args: Vec<String>) -> Result<Job> {
     let labels =
         BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (LABEL.to_string(), ib.name_any())]);
-    let mut container = pods::container("index", &ib.spec.placement, index_args(&ib.spec, folder)?, vec![]);
+    let mut container = pods::container("index", &ib.spec.placement, args, vec![]);
     container.termination_message_path = Some(REPORT_PATH.into());
     Ok(Job {
         metadata: ObjectMeta {
-            name: Some(job_name(ib)),
+            name: Some(name.to_string()),
             namespace: ib.namespace(),
             labels: Some(labels.clone()),
             owner_references: Some(vec![owner_reference(ib)?]),

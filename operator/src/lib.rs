@@ -7,6 +7,7 @@
 pub mod capabilities;
 pub mod context;
 pub mod crd;
+pub mod distributed_build;
 pub mod embedding_job;
 pub mod error;
 #[cfg(test)]
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod pods;
 pub mod run;
 pub mod search_deployment;
+pub mod shard_children;
 pub mod status;
 
 pub use error::{Error, Result};

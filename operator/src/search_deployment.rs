@@ -36,12 +36,16 @@ pub const VERSIONS_ANNOTATION: &str = "clip-retrieval.io/index-versions";
 /// Where the ConfigMap with `indices_paths.json` is mounted.
 pub const CONFIG_DIR: &str = "/etc/clip-retrieval";
 
-/// Index name -> (folder, version) once every index is available; or why not.
+/// Index name -> (folder, version) once every index is available (a sharded index's folder is empty: its parts
+/// are in the second map); or why not.
 enum Indices {
-    Ready(BTreeMap<String, (String, String)>),
+    Ready(BTreeMap<String, (String, String)>, Shards),
     Waiting(String),
     Invalid(String),
 }
+
+/// Sharded index name -> its part folders, in id order.
+pub type Shards = BTreeMap<String, Vec<String>>;
 
 /// Brings the Deployment, Service, HPA, Ingress and status in line with the spec.
 pub async fn reconcile(sd: Arc<SearchDeployment>, ctx: Arc<Context>) -> Result<Action> {
@@ -63,10 +67,15 @@ pub async fn reconcile(sd: Arc<SearchDeployment>, ctx: Arc<Context>) -> Result<A
                 set_condition(&mut status.conditions, "Ready", false, "WaitingForIndices", &message);
             }
         }
-        Indices::Ready(indices) => {
+        Indices::Ready(indices, shards) => {
             set_condition(&mut status.conditions, "Failed", false, "Valid", "");
-            let deployment = apply_children(&ctx, &sd, &namespace, &indices).await?;
+            crate::shard_children::apply(&ctx, &sd, &namespace, &indices, &shards).await?;
+            let deployment = apply_children(&ctx, &sd, &namespace, &indices, &shards).await?;
             rolled_to = observe_rollout(&sd, &deployment, &indices, &mut status);
+            if !shards.is_empty() && status.loaded_indices == desired_versions(&indices) {
+                // The front serves this generation only: shards of earlier ones go.
+                crate::shard_children::remove_stale(&ctx, &sd, &namespace, &indices, &shards).await?;
+            }
         }
     }
     if status != old {
@@ -98,8 +107,12 @@ async fn resolve(ctx: &Context, spec: &SearchDeploymentSpec, namespace: &str) ->
     }
     let builds: Api<IndexBuild> = Api::namespaced(ctx.client.clone(), namespace);
     let mut out = BTreeMap::new();
+    let mut shards = Shards::new();
     for (name, source) in &spec.indices {
         match (&source.index_build, &source.uri) {
+            (None, Some(_)) if source.sharded => {
+                return Ok(Indices::Invalid(format!("spec.indices.{name}: sharded needs an indexBuild (its parts)")));
+            }
             (None, Some(uri)) => {
                 out.insert(name.clone(), (uri.clone(), uri.clone()));
             }
@@ -107,15 +120,42 @@ async fn resolve(ctx: &Context, spec: &SearchDeploymentSpec, namespace: &str) ->
                 let Some(ib) = builds.get_opt(build).await? else {
                     return Ok(Indices::Waiting(format!("index {name}: IndexBuild {build} does not exist (yet)")));
                 };
-                match ib.status.as_ref().and_then(|s| s.completion_time.clone()) {
-                    Some(done) => out.insert(name.clone(), (ib.spec.output.clone(), format!("{build}@{done}"))),
-                    None => return Ok(Indices::Waiting(format!("index {name}: waiting for IndexBuild {build}"))),
+                let status = ib.status.clone().unwrap_or_default();
+                let Some(done) = status.completion_time.clone() else {
+                    return Ok(Indices::Waiting(format!("index {name}: waiting for IndexBuild {build}")));
                 };
+                let version = format!("{build}@{done}");
+                match (source.sharded, ib.spec.shards > 1, ib.spec.merge) {
+                    (true, true, _) if !status.parts.is_empty() => {
+                        shards.insert(name.clone(), status.parts.iter().map(|p| p.folder.clone()).collect());
+                        out.insert(name.clone(), (String::new(), version));
+                    }
+                    (true, _, _) => {
+                        return Ok(Indices::Invalid(format!(
+                            "spec.indices.{name}: IndexBuild {build} has no parts to serve as shards (set its \
+                             shards above 1)"
+                        )))
+                    }
+                    (false, true, false) => {
+                        return Ok(Indices::Invalid(format!(
+                            "spec.indices.{name}: IndexBuild {build} keeps its parts unmerged: serve them with \
+                             sharded: true"
+                        )))
+                    }
+                    _ => {
+                        out.insert(name.clone(), (ib.spec.output.clone(), version));
+                    }
+                }
             }
             _ => return Ok(Indices::Invalid(format!("spec.indices.{name} needs exactly one of indexBuild and uri"))),
         }
     }
-    Ok(Indices::Ready(out))
+    Ok(Indices::Ready(out, shards))
+}
+
+/// Index name -> version, as `status.loadedIndices` records a finished rollout.
+fn desired_versions(indices: &BTreeMap<String, (String, String)>) -> BTreeMap<String, String> {
+    indices.iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect()
 }
 
 fn versions(indices: &BTreeMap<String, (String, String)>) -> String {
@@ -128,8 +168,9 @@ async fn apply_children(
     sd: &SearchDeployment,
     namespace: &str,
     indices: &BTreeMap<String, (String, String)>,
+    shards: &Shards,
 ) -> Result<Deployment> {
-    ctx.apply(namespace, &config_map(sd, indices)?).await?;
+    ctx.apply(namespace, &config_map(sd, indices, shards)?).await?;
     let deployment = ctx.apply(namespace, &deployment(sd, indices)?).await?;
     ctx.apply(namespace, &service(sd)?).await?;
     let hpa_name = sd.name_any();
@@ -151,7 +192,8 @@ async fn apply_children(
     Ok(deployment)
 }
 
-async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+/// Deletes `name` (in the background); absent is fine.
+pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -179,7 +221,7 @@ fn observe_rollout(
     status.ready_replicas = ready as u32;
     status.endpoint = Some(endpoint(sd));
     let rolled_out = current && updated >= want && total == updated && ready >= want;
-    let desired: BTreeMap<String, String> = indices.iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect();
+    let desired = desired_versions(indices);
     if rolled_out {
         let changed = status.loaded_indices != desired;
         status.loaded_indices = desired;
@@ -245,21 +287,53 @@ fn labels(sd: &SearchDeployment) -> BTreeMap<String, String> {
 }
 
 fn meta(sd: &SearchDeployment, name: String) -> Result<ObjectMeta> {
+    meta_with(sd, name, labels(sd))
+}
+
+/// Metadata of a child of `sd` called `name` with `labels`, owned by `sd`.
+pub fn meta_with(sd: &SearchDeployment, name: String, labels: BTreeMap<String, String>) -> Result<ObjectMeta> {
     Ok(ObjectMeta {
         name: Some(name),
         namespace: sd.namespace(),
-        labels: Some(labels(sd)),
+        labels: Some(labels),
         owner_references: Some(vec![owner_reference(sd)?]),
         ..Default::default()
     })
 }
 
-/// `indices_paths.json` (name -> folder), as `back --indices_paths` reads it.
-pub fn config_map(sd: &SearchDeployment, indices: &BTreeMap<String, (String, String)>) -> Result<ConfigMap> {
-    let paths: BTreeMap<&String, &String> = indices.iter().map(|(n, (folder, _))| (n, folder)).collect();
-    let json = serde_json::to_string_pretty(&paths).map_err(|source| Error::Serialise { what: "indices", source })?;
+/// `indices_paths.json` (name -> folder, or for a sharded index name -> its shards' Service URLs), as `back
+/// --indices_paths` reads it.
+pub fn config_map(
+    sd: &SearchDeployment,
+    indices: &BTreeMap<String, (String, String)>,
+    shards: &Shards,
+) -> Result<ConfigMap> {
+    let paths: serde_json::Map<String, serde_json::Value> = indices
+        .iter()
+        .map(|(n, (folder, version))| {
+            let entry = match shards.get(n) {
+                Some(parts) => serde_json::json!({
+                    "shards": crate::shard_children::urls(sd, n, version, parts.len()),
+                    "allow_partial_results": sd.spec.allow_partial_results,
+                }),
+                None => serde_json::Value::from(folder.clone()),
+            };
+            (n.clone(), entry)
+        })
+        .collect();
+    config_map_of(sd, format!("{}-indices", sd.name_any()), labels(sd), &serde_json::Value::Object(paths))
+}
+
+/// A ConfigMap `name` holding `indices_paths.json`.
+pub fn config_map_of(
+    sd: &SearchDeployment,
+    name: String,
+    labels: BTreeMap<String, String>,
+    paths: &serde_json::Value,
+) -> Result<ConfigMap> {
+    let json = serde_json::to_string_pretty(paths).map_err(|source| Error::Serialise { what: "indices", source })?;
     Ok(ConfigMap {
-        metadata: meta(sd, format!("{}-indices", sd.name_any()))?,
+        metadata: meta_with(sd, name, labels)?,
         data: Some(BTreeMap::from([("indices_paths.json".to_string(), json)])),
         ..Default::default()
     })
@@ -276,6 +350,22 @@ pub fn back_args(spec: &SearchDeploymentSpec) -> Result<Vec<String>> {
 
 /// The Deployment of query servers (no replica count under autoscaling: the HPA owns it).
 pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, String)>) -> Result<Deployment> {
+    let spec = &sd.spec;
+    let replicas = spec.autoscaling.is_none().then_some(spec.replicas as i32);
+    let annotations = BTreeMap::from([(VERSIONS_ANNOTATION.to_string(), versions(indices))]);
+    let config = format!("{}-indices", sd.name_any());
+    back_deployment(sd, sd.name_any(), labels(sd), &config, replicas, annotations)
+}
+
+/// A Deployment `name` of `back` pods labelled `labels`, reading `indices_paths.json` from ConfigMap `config`.
+pub fn back_deployment(
+    sd: &SearchDeployment,
+    name: String,
+    labels: BTreeMap<String, String>,
+    config: &str,
+    replicas: Option<i32>,
+    annotations: BTreeMap<String, String>,
+) -> Result<Deployment> {
     let spec = &sd.spec;
     let mut container = pods::container("back", &spec.placement, back_args(spec)?, vec![]);
     let port = spec.port as i32;
@@ -302,18 +392,17 @@ pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, Str
     let mut pod = pods::pod_spec(&spec.placement, container, None);
     pod.volumes = Some(vec![Volume {
         name: "indices".into(),
-        config_map: Some(ConfigMapVolumeSource { name: format!("{}-indices", sd.name_any()), ..Default::default() }),
+        config_map: Some(ConfigMapVolumeSource { name: config.to_string(), ..Default::default() }),
         ..Default::default()
     }]);
-    let annotations = BTreeMap::from([(VERSIONS_ANNOTATION.to_string(), versions(indices))]);
     Ok(Deployment {
-        metadata: meta(sd, sd.name_any())?,
+        metadata: meta_with(sd, name, labels.clone())?,
         spec: DeploymentSpec {
-            replicas: spec.autoscaling.is_none().then_some(spec.replicas as i32),
-            selector: LabelSelector { match_labels: Some(labels(sd)), ..Default::default() },
+            replicas,
+            selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
             template: k8s_openapi::api::core::v1::PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(sd)),
+                    labels: Some(labels),
                     annotations: Some(annotations),
                     ..Default::default()
                 }),
@@ -327,10 +416,15 @@ pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, Str
 
 /// The ClusterIP Service in front of the pods.
 pub fn service(sd: &SearchDeployment) -> Result<Service> {
+    back_service(sd, sd.name_any(), labels(sd))
+}
+
+/// A ClusterIP Service `name` on the spec's port, selecting pods labelled `labels`.
+pub fn back_service(sd: &SearchDeployment, name: String, labels: BTreeMap<String, String>) -> Result<Service> {
     Ok(Service {
-        metadata: meta(sd, sd.name_any())?,
+        metadata: meta_with(sd, name, labels.clone())?,
         spec: Some(ServiceSpec {
-            selector: Some(labels(sd)),
+            selector: Some(labels),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: sd.spec.port as i32,
@@ -347,14 +441,25 @@ pub fn service(sd: &SearchDeployment) -> Result<Service> {
 /// The HPA (None without autoscaling) as a dynamic object of `api_version`: autoscaling/v2 and v2beta2 have the
 /// same fields for a CPU utilisation target.
 pub fn hpa(sd: &SearchDeployment, api_version: &str) -> Result<(ApiResource, Option<DynamicObject>)> {
+    hpa_of(sd, api_version, sd.name_any(), labels(sd), sd.spec.autoscaling.as_ref())
+}
+
+/// The HPA `name` scaling Deployment `name` as `autoscaling` says (None without it).
+pub fn hpa_of(
+    sd: &SearchDeployment,
+    api_version: &str,
+    name: String,
+    labels: BTreeMap<String, String>,
+    autoscaling: Option<&crate::crd::Autoscaling>,
+) -> Result<(ApiResource, Option<DynamicObject>)> {
     let (group, version) = api_version.split_once('/').expect("group/version");
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, "HorizontalPodAutoscaler"));
-    let Some(a) = &sd.spec.autoscaling else { return Ok((resource, None)) };
-    let mut obj = DynamicObject::new(&sd.name_any(), &resource);
-    obj.metadata = meta(sd, sd.name_any())?;
+    let Some(a) = autoscaling else { return Ok((resource, None)) };
+    let mut obj = DynamicObject::new(&name, &resource);
+    obj.metadata = meta_with(sd, name.clone(), labels)?;
     obj.data = serde_json::json!({
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": sd.name_any()},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": a.min_replicas,
             "maxReplicas": a.max_replicas,
             "metrics": [{"type": "Resource", "resource": {

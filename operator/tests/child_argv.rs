@@ -6,7 +6,7 @@
 use clap::Parser;
 use clip_cli::{ByteSize, Cli, Command, Device};
 use clip_operator::crd::{EmbeddingJob, IndexBuild, SearchDeployment};
-use clip_operator::{embedding_job, index_build, search_deployment};
+use clip_operator::{distributed_build, embedding_job, index_build, search_deployment, shard_children};
 use k8s_openapi::api::core::v1::PodSpec;
 use kube::Resource;
 use serde_json::{json, Value};
@@ -106,6 +106,54 @@ fn every_index_build_pod_parses_to_its_spec() {
             assert_eq!(a.current_memory_available.to_string(), memory.trim_end_matches('i'), "{spec_json}");
         }
     }
+}
+
+#[test]
+fn every_distributed_build_pod_parses_to_its_stage() {
+    let spec = json!({"embeddings": {"uri": "s3://data/emb"}, "output": "s3://data/index", "shards": 3,
+                      "maxIndexMemoryUsage": "256M", "image": "i", "resources": {"memory": "8Gi"}});
+    let mut ib: IndexBuild = resource("IndexBuild", spec);
+    let index_of = |args: Vec<String>| {
+        let argv = std::iter::once("clip-retrieval".to_string()).chain(args.clone());
+        match Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}")).command {
+            Command::Index(a) => a,
+            _ => panic!("not index"),
+        }
+    };
+    let train = index_of(distributed_build::train_args(&ib, "s3://data/emb").unwrap());
+    assert!(train.train_only);
+    assert_eq!(train.index_folder, "s3://data/index-parts/trained");
+    assert_eq!(train.report_path.as_deref(), Some(std::path::Path::new("/dev/termination-log")));
+    let parts = distributed_build::slice_partitions(&[[0, 9, 1000]], 3, &ib.spec.output);
+    for (i, part) in parts.iter().enumerate() {
+        let a = index_of(distributed_build::part_args(&ib, "s3://data/emb", part).unwrap());
+        assert_eq!(a.partition_ids.unwrap().to_string(), part.partitions);
+        assert_eq!(a.index_folder, format!("s3://data/index-parts/{i}"));
+        assert_eq!(a.trained_index_folder.unwrap().to_string_lossy(), "s3://data/index-parts/trained");
+        assert_eq!(a.max_index_memory_usage.to_string(), "256M");
+    }
+    ib.status = Some(clip_operator::crd::IndexBuildStatus { parts, ..Default::default() });
+    let argv = std::iter::once("clip-retrieval".to_string()).chain(distributed_build::merge_args(&ib));
+    let Command::IndexCombiner(m) = Cli::try_parse_from(argv).unwrap().command else { panic!("not index_combiner") };
+    assert_eq!(m.input_folders, ["s3://data/index-parts/0", "s3://data/index-parts/1", "s3://data/index-parts/2"]);
+    assert_eq!(m.output_folder, "s3://data/index");
+}
+
+#[test]
+fn every_shard_pod_parses_and_the_front_lists_the_shards() {
+    let spec = json!({"indices": {"laion": {"indexBuild": "idx", "sharded": true}}, "image": "i", "port": 8080,
+                      "model": "s3://models/tiny-clip", "allowPartialResults": true});
+    let sd: SearchDeployment = resource("SearchDeployment", spec);
+    let (config, deployment, _) = shard_children::shard_objects(&sd, "laion", "idx@t", 2, "s3://d/i-parts/2").unwrap();
+    let Command::Back(a) = parsed(&deployment.spec.unwrap().template.spec.unwrap(), 0) else { panic!("not back") };
+    assert_eq!(a.port, 8080);
+    assert!(config.data.unwrap()["indices_paths.json"].contains("s3://d/i-parts/2"));
+    let indices = BTreeMap::from([("laion".to_string(), (String::new(), "idx@t".to_string()))]);
+    let shards = BTreeMap::from([("laion".to_string(), vec!["p0".to_string(), "p1".to_string()])]);
+    let front = search_deployment::config_map(&sd, &indices, &shards).unwrap();
+    let paths: Value = serde_json::from_str(&front.data.unwrap()["indices_paths.json"]).unwrap();
+    assert_eq!(paths["laion"]["shards"], json!(shard_children::urls(&sd, "laion", "idx@t", 2)));
+    assert_eq!(paths["laion"]["allow_partial_results"], true);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! its own loopback port (the `--port N` / `:N` of the container port, recorded in the annotation
 //! [`PORT_ANNOTATION`]), gives pods with a ServiceAccount a kubeconfig holding that account's token, probes
 //! readiness over HTTP, and reports Running / Succeeded / Failed with the exit code and termination message.
+//! Neither cluster DNS nor kube-proxy runs here: in a ConfigMap file, a Service URL `http://NAME.NS.svc:PORT`
+//! becomes the loopback port of a ready pod that Service selects (the pod waits in Pending until there is one).
 
 use crate::free_port;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
@@ -107,6 +109,7 @@ impl ProcessKubelet {
                     .await
                     .map_err(|e| e.to_string())?;
                 for (k, v) in map.data.unwrap_or_default() {
+                    let v = self.resolve_services(&v).await?;
                     std::fs::write(local.join(k), v).map_err(|e| e.to_string())?;
                 }
             }
@@ -231,6 +234,52 @@ impl ProcessKubelet {
             env.insert(var.name, value);
         }
         Ok(env)
+    }
+
+    /// `text` with every `http://NAME.NS.svc:PORT` replaced by `http://127.0.0.1:<port>` of a ready pod selected by
+    /// Service NAME in NS (the first by name); an error (the pod stays Pending) while there is none.
+    async fn resolve_services(&self, text: &str) -> Result<String, String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find("http://") {
+            out.push_str(&rest[..at + 7]);
+            rest = &rest[at + 7..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':')).unwrap_or(rest.len());
+            let authority = &rest[..end];
+            let Some((host, _port)) = authority.split_once(':') else { continue };
+            let labels: Vec<&str> = host.split('.').collect();
+            if labels.len() != 3 || labels[2] != "svc" {
+                continue;
+            }
+            let (name, namespace) = (labels[0], labels[1]);
+            let service = Api::<k8s_openapi::api::core::v1::Service>::namespaced(self.client.clone(), namespace)
+                .get(name)
+                .await
+                .map_err(|e| format!("Service {namespace}/{name}: {e}"))?;
+            let selector = service.spec.and_then(|s| s.selector).unwrap_or_default();
+            let selector: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let pods = Api::<Pod>::namespaced(self.client.clone(), namespace)
+                .list(&ListParams::default().labels(&selector.join(",")))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ready: Vec<&Pod> = pods
+                .items
+                .iter()
+                .filter(|p| {
+                    let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+                    conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .collect();
+            ready.sort_by_key(|p| p.name_any());
+            let port = ready
+                .first()
+                .and_then(|p| p.annotations().get(PORT_ANNOTATION).cloned())
+                .ok_or_else(|| format!("waiting for a ready pod behind Service {namespace}/{name}"))?;
+            out.push_str(&format!("127.0.0.1:{port}"));
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        Ok(out)
     }
 
     /// Reports finished processes and readiness changes.

@@ -100,6 +100,14 @@ pub struct BackArgs {
     /// Where s3:// index folders are copied (default ~/.cache/clip-retrieval/indices-cache).
     #[arg(long)]
     pub cache_path: Option<String>,
+    /// Sharded indices (`{"shards": [urls]}` in indices_paths): time limit of one call to a shard, in seconds; a
+    /// shard that takes longer fails the request with a 503 naming it (or is left out, below).
+    #[arg(long, default_value_t = Seconds(10.0))]
+    pub shard_timeout: Seconds,
+    /// Sharded indices: answer from the other shards when one fails or times out, and say which in the
+    /// `x-clip-retrieval-partial` header (per index: `allow_partial_results` in indices_paths; per request too).
+    #[arg(long)]
+    pub allow_partial_results: bool,
     /// Accepted for compatibility with clip-retrieval; no effect (metadata is an Arrow row store).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub enable_hdf5: Option<bool>,

@@ -1,7 +1,7 @@
 //! `clip-retrieval index` and `index_combiner` flags: autofaiss's names for the memory budget and tuning, plus the
 //! modalities and the build summary the operator reads. Field order is the order `to_argv` writes flags in.
 
-use crate::values::{parse_bool, ByteSize, Metric, Modality, Rerank};
+use crate::values::{parse_bool, ByteSize, Metric, Modality, PartitionIds, Rerank};
 use crate::CommandArgs;
 use clap::{ArgAction, Args};
 use serde::Serialize;
@@ -57,9 +57,19 @@ pub struct IndexArgs {
     /// Force a faiss factory string (autofaiss's index_key), e.g. "IVF256,SQ8".
     #[arg(long)]
     pub index_key: Option<String>,
-    /// Reuse the trained indices of this index folder (e.g. part 0's) so that parts can be merged by index_combiner.
+    /// Reuse the trained indices of this index folder (written by --train_only, or any part's) so that parts can be
+    /// merged by index_combiner or served as shards.
     #[arg(long)]
     pub trained_index_folder: Option<PathBuf>,
+    /// Train only: write the trained, empty indices (and their reports) to --index_folder, from a sample drawn
+    /// across every partition; the first stage of a distributed build (then `--trained_index_folder` parts).
+    #[arg(long, conflicts_with_all = ["trained_index_folder", "append", "partition_ids"])]
+    pub train_only: bool,
+    /// Index only these embedding partitions (`img_emb_N.npy` numbers, e.g. `0-9,12`) and their metadata: a part
+    /// folder whose ids start at 0, for index_combiner or a shard (parts in partition order give the single
+    /// build's ids).
+    #[arg(long)]
+    pub partition_ids: Option<PartitionIds>,
     /// auto: a compressed index also keeps its vectors at float16 on disk (`image_vectors.npy`, not counted in
     /// --max_index_memory_usage) and re-scores `k * k_factor` candidates exactly; off: the compressed index alone.
     #[arg(long, value_enum, ignore_case = true, default_value_t = Rerank::Auto)]

@@ -21,8 +21,8 @@ pub use index::{IndexArgs, IndexCombinerArgs, ParquetToArrowArgs};
 pub use inference::InferenceArgs;
 pub use model::ModelArgs;
 pub use values::{
-    ByteSize, ColumnList, Device, DistributionStrategy, EmbeddingDtype, InputFormat, Metric, Modality, QueryType,
-    Seconds,
+    ByteSize, ColumnList, Device, DistributionStrategy, EmbeddingDtype, InputFormat, Metric, Modality, PartitionIds,
+    QueryType, Seconds,
 };
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

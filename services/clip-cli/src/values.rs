@@ -259,6 +259,64 @@ impl fmt::Display for ColumnList {
     }
 }
 
+/// Embedding partition numbers: `0-9,12,15-20` (ranges inclusive), kept sorted and without repeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionIds(pub Vec<usize>);
+
+/// Partition lists longer than this are refused (an operator slice is a range; a typo like `0-99999999999` is not).
+pub const MAX_PARTITION_IDS: usize = 1_000_000;
+
+impl PartitionIds {
+    /// Whether partition `n` is in the list.
+    pub fn contains(&self, n: usize) -> bool {
+        self.0.binary_search(&n).is_ok()
+    }
+}
+
+impl FromStr for PartitionIds {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("{text:?}: {s:?} is not a partition number"));
+        let mut ids = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (first, last) = match item.split_once('-') {
+                Some((a, b)) => (number(a)?, number(b)?),
+                None => (number(item)?, number(item)?),
+            };
+            if last < first {
+                return Err(format!("{text:?}: range {item} ends before it starts"));
+            }
+            if ids.len() + (last - first) >= MAX_PARTITION_IDS {
+                return Err(format!("{text:?}: more than {MAX_PARTITION_IDS} partitions"));
+            }
+            ids.extend(first..=last);
+        }
+        if ids.is_empty() {
+            return Err(format!("{text:?}: no partition numbers"));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Self(ids))
+    }
+}
+
+impl fmt::Display for PartitionIds {
+    /// Runs of consecutive numbers as ranges: `0-9,12`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < self.0.len() {
+            let mut j = i;
+            while j + 1 < self.0.len() && self.0[j + 1] == self.0[j] + 1 {
+                j += 1;
+            }
+            parts.push(if i == j { self.0[i].to_string() } else { format!("{}-{}", self.0[i], self.0[j]) });
+            i = j + 1;
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// Serializes the values that render through `Display` as their flag spelling.
 macro_rules! serialize_as_display {
     ($($t:ty),*) => {$(
@@ -269,7 +327,7 @@ macro_rules! serialize_as_display {
         }
     )*};
 }
-serialize_as_display!(Device, ByteSize, Seconds, ColumnList);
+serialize_as_display!(Device, ByteSize, Seconds, ColumnList, PartitionIds);
 
 /// Displays the value enums as their flag spelling (`webdataset`).
 macro_rules! display_as_value_name {
@@ -286,6 +344,18 @@ display_as_value_name!(InputFormat, Modality, EmbeddingDtype, DistributionStrate
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_ids_parse_ranges_and_render_them_back() {
+        let ids: PartitionIds = "12, 0-3,2,5-6".parse().unwrap();
+        assert_eq!(ids.0, vec![0, 1, 2, 3, 5, 6, 12]);
+        assert_eq!(ids.to_string(), "0-3,5-6,12");
+        assert!(ids.contains(5) && !ids.contains(4));
+        assert!("3-1".parse::<PartitionIds>().unwrap_err().contains("ends before"));
+        assert!("a".parse::<PartitionIds>().unwrap_err().contains("not a partition number"));
+        assert!("".parse::<PartitionIds>().unwrap_err().contains("no partition"));
+        assert!("0-99999999999".parse::<PartitionIds>().unwrap_err().contains("more than"));
+    }
 
     #[test]
     fn sizes_parse_as_autofaiss_and_render_back() {

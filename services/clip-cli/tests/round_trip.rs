@@ -85,6 +85,8 @@ fn index_and_combiner() {
         min_recall: 0.9,
         index_key: Some("IVF256,SQ8".into()),
         trained_index_folder: Some(PathBuf::from("/parts/0")),
+        train_only: false,
+        partition_ids: Some("0-3,7".parse().unwrap()),
         rerank: clip_cli::values::Rerank::Off,
         append: true,
         plan: false,
@@ -96,6 +98,9 @@ fn index_and_combiner() {
     let argv = round_trip(&all);
     assert!(argv.windows(2).any(|w| w == ["--max_index_memory_usage", "1536M"]), "{argv:?}");
     assert!(argv.windows(2).any(|w| w == ["--rerank", "off"]), "{argv:?}");
+    assert!(argv.windows(2).any(|w| w == ["--partition_ids", "0-3,7"]), "{argv:?}");
+    let train = IndexArgs { train_only: true, ..IndexArgs::new("emb", "trained") };
+    assert!(round_trip(&train).contains(&"--train_only".to_string()));
     round_trip(&IndexCombinerArgs {
         input_folders: vec!["a".into(), "b".into()],
         input_folder: None,
@@ -169,6 +174,8 @@ fn back() {
         search_threads: Some(1),
         max_encode_batch: 8,
         cache_path: Some("/c".into()),
+        shard_timeout: Seconds(0.5),
+        allow_partial_results: true,
         enable_hdf5: Some(true),
         reorder_metadata_by_ivf_index: Some(false),
         use_jit: Some(true),

@@ -244,6 +244,57 @@ pub fn build_index(
     Ok(report)
 }
 
+/// `--train_only`: chooses the index for every row of `source` (all partitions), trains it on a sample drawn across
+/// them exactly as [`build_index`] does, and writes it empty with a report (count 0) whose `index_key` the parts
+/// built from it (`--trained_index_folder`) reuse. Parts trained from one file merge, or serve as shards, with the
+/// ids and results of a single build.
+pub fn train_index(
+    storage: &Storage,
+    source: &EmbeddingSource,
+    folder: &Location,
+    modality: Modality,
+    opts: &BuildOptions,
+    progress: &dyn BuildProgress,
+) -> Result<IndexReport> {
+    let started = Instant::now();
+    set_threads(opts.threads);
+    let (n, dim) = (source.rows(), source.dim);
+    if n == 0 {
+        return Err(IndexError::invalid(&source.folder, "the embedding partitions hold no rows"));
+    }
+    let choice = match &opts.index_key {
+        Some(key) => forced_choice(key, n, dim),
+        None => choice::choose(n, dim, opts.max_index_memory)?,
+    };
+    let mut index = FaissIndex::from_factory(dim, &choice.factory, opts.metric)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    if !index.is_trained() {
+        let rows = training_rows(&choice, n, dim, opts.current_memory_available);
+        progress.stage("training", rows as u64);
+        let mut ids: Vec<u64> = sample(&mut rng, n as usize, rows).into_iter().map(|i| i as u64).collect();
+        ids.sort_unstable();
+        let x = source.read_ids(&ids)?;
+        index.train(&x).map_err(|e| with_context(e, &choice.factory))?;
+        progress.advance(rows as u64);
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    tracing::info!(factory = %choice.factory, rows = n, dim, seconds = train_seconds, "trained; written empty");
+    let index_bytes = write_index(storage, &index, &folder.join(&modality.index_file()))?;
+    let tuning = tune::untuned();
+    let mut report = IndexReport::new(
+        &choice,
+        opts,
+        &index,
+        tuning,
+        index_bytes,
+        started.elapsed().as_secs_f64(),
+        peak_rss_bytes(),
+        source.partitions.iter().map(|p| PartitionRows { number: p.number, rows: p.rows }).collect(),
+    );
+    report.stage_seconds.train = train_seconds;
+    Ok(report)
+}
+
 fn with_context(e: IndexError, factory: &str) -> IndexError {
     match e {
         IndexError::Faiss { what, message } => IndexError::Faiss { what: format!("{what} {factory}"), message },

@@ -50,6 +50,12 @@ pub fn partition_number(file_name: &str, extension: &str) -> Option<usize> {
 impl EmbeddingSource {
     /// Opens every `*.npy` of `folder`, sorted by partition number; s3:// partitions are downloaded to temporary files.
     pub fn open(storage: &Storage, folder: &Location) -> Result<Self> {
+        Self::open_partitions(storage, folder, None)
+    }
+
+    /// [`EmbeddingSource::open`] of only the partitions numbered in `only` (sorted; `None` is all): ids start at 0
+    /// in the first of them, and the others are never downloaded. A number the folder lacks is an error.
+    pub fn open_partitions(storage: &Storage, folder: &Location, only: Option<&[usize]>) -> Result<Self> {
         let mut files: Vec<(usize, Location)> = storage
             .list(folder)?
             .into_iter()
@@ -57,6 +63,17 @@ impl EmbeddingSource {
             .collect();
         if files.is_empty() {
             return Err(IndexError::invalid(folder, "no embedding partitions (*_N.npy) in this folder"));
+        }
+        if let Some(only) = only {
+            let present: std::collections::BTreeSet<usize> = files.iter().map(|(n, _)| *n).collect();
+            let missing: Vec<String> = only.iter().filter(|n| !present.contains(n)).map(|n| n.to_string()).collect();
+            if !missing.is_empty() {
+                return Err(IndexError::invalid(
+                    folder,
+                    format!("--partition_ids names partition(s) {} that this folder does not have", missing.join(", ")),
+                ));
+            }
+            files.retain(|(n, _)| only.binary_search(n).is_ok());
         }
         files.sort_by_key(|(n, _)| *n);
         let mut partitions = Vec::with_capacity(files.len());

@@ -62,6 +62,10 @@ pub struct FolderBuild {
     pub options: BuildOptions,
     /// An index folder whose trained indices to reuse (`<folder>/image.index`, `<folder>/text.index`).
     pub trained_index_folder: Option<PathBuf>,
+    /// Write only the trained, empty indices and their reports (no metadata): a distributed build's first stage.
+    pub train_only: bool,
+    /// Index only these embedding partitions (sorted numbers) and their metadata, ids from 0: a part folder.
+    pub partition_ids: Option<Vec<usize>>,
     /// Add only the partitions `index_folder` does not hold yet, to its existing indices.
     pub append: bool,
 }
@@ -149,12 +153,14 @@ pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildPr
             tracing::info!(folder = %folder, "no {} embeddings; skipping the {} index", modality.name(), modality.name());
             continue;
         }
-        let source = EmbeddingSource::open(storage, &folder)?;
+        let source = EmbeddingSource::open_partitions(storage, &folder, job.partition_ids.as_deref())?;
         let mut options = job.options.clone();
         if let Some(trained) = &job.trained_index_folder {
             options.trained_index = Some(trained.join(modality.index_file()));
         }
-        let mut report = if job.append {
+        let mut report = if job.train_only {
+            crate::build::train_index(storage, &source, &job.index_folder, modality, &options, progress)?
+        } else if job.append {
             crate::append::append_index(&source, &job.index_folder, modality, &options, progress)?
         } else {
             build_index(storage, &source, &job.index_folder, modality, &options, progress)?
@@ -181,11 +187,17 @@ pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildPr
             format!("no embeddings in {}/ or {}/", job.image_subfolder, job.text_subfolder),
         ));
     };
+    if job.train_only {
+        return Ok(FolderReport { indices, metadata_rows: None });
+    }
     let metadata_folder = job.embeddings_folder.join("metadata");
-    let partitions = match storage.list(&metadata_folder) {
+    let mut partitions = match storage.list(&metadata_folder) {
         Ok(_) => metadata_partitions(storage, &metadata_folder)?,
         Err(_) => Vec::new(),
     };
+    if let Some(only) = &job.partition_ids {
+        partitions.retain(|(n, _)| only.binary_search(n).is_ok());
+    }
     let metadata_rows = if partitions.is_empty() {
         tracing::warn!(folder = %metadata_folder, "no metadata partitions: results will carry ids only");
         None
@@ -445,6 +457,8 @@ mod tests {
             copy_metadata: false,
             options: BuildOptions::default(),
             trained_index_folder: None,
+            train_only: false,
+            partition_ids: None,
             append: false,
         }
     }

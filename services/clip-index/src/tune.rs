@@ -64,6 +64,13 @@ pub struct Tuning {
     pub meets_min_recall: bool,
 }
 
+/// The tuning of an index that holds no vectors yet (`--train_only`): nothing measured, defaults applied; each part
+/// built from it is tuned on its own vectors.
+pub fn untuned() -> Tuning {
+    let chosen = Measured { params: Vec::new(), recall_at_10: 0.0, query_ms: 0.0, k_factor: 1 };
+    Tuning { chosen, tried: Vec::new(), meets_min_recall: true }
+}
+
 /// Applies a parameter set to an index.
 pub fn apply(index: &mut FaissIndex, params: &[(String, f64)]) -> Result<()> {
     for (name, value) in params {

@@ -27,7 +27,11 @@ pub fn run(storage: &Storage, a: BackArgs) -> Result<()> {
             &a.host,
             a.port,
             http,
-            move || SearchEngine::load(&storage, &indices, engine),
+            move |observer| {
+                let mut engine = engine;
+                engine.shards.observer = Some(observer);
+                SearchEngine::load(&storage, &indices, engine)
+            },
             |addr| {
                 let shown =
                     if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
@@ -52,6 +56,7 @@ fn index_defaults(a: &BackArgs) -> IndexOptions {
         violence_detector: a.violence_detector.clone(),
         aesthetic_embeddings: a.aesthetic_embeddings.clone(),
         image_roots: a.image_roots.clone(),
+        allow_partial_results: a.allow_partial_results,
         ..Default::default()
     };
     if let Some(c) = &a.columns_to_return {
@@ -78,6 +83,7 @@ fn engine_options(a: &BackArgs) -> EngineOptions {
         max_num_result_ids: a.max_num_result_ids,
         search_threads: a.search_threads.unwrap_or(defaults.search_threads),
         cache_folder: a.cache_path.clone().map(PathBuf::from).unwrap_or(defaults.cache_folder),
+        shards: clip_search::ShardOptions { timeout: a.shard_timeout.duration(), observer: None },
     }
 }
 

@@ -16,6 +16,14 @@ pub fn run(storage: &Storage, a: IndexArgs) -> Result<()> {
     if a.plan {
         return plan(&a);
     }
+    let mut a = a;
+    // A part built in a pod reads the trained indices from the object store: one local copy first.
+    let scratch = tempfile::Builder::new().prefix(".clip-trained-").tempdir().context("temporary folder")?;
+    if let Some(trained) = &a.trained_index_folder {
+        let local = local_folder(storage, &trained.to_string_lossy(), scratch.path())
+            .with_context(|| format!("--trained_index_folder {}", trained.display()))?;
+        a.trained_index_folder = Some(local);
+    }
     let job = folder_build(&a);
     let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
@@ -133,6 +141,8 @@ fn folder_build(a: &IndexArgs) -> clip_index::FolderBuild {
         copy_metadata: a.copy_metadata,
         options,
         trained_index_folder: a.trained_index_folder.clone(),
+        train_only: a.train_only,
+        partition_ids: a.partition_ids.as_ref().map(|p| p.0.clone()),
         append: a.append,
     }
 }
@@ -153,8 +163,15 @@ impl clip_index::BuildProgress for IndexBar {
     }
 }
 
+/// A local folder for a folder flag: itself, or an s3:// folder copied under `scratch`.
+fn local_folder(storage: &Storage, spec: &str, scratch: &Path) -> Result<PathBuf> {
+    Ok(storage.materialize_folder(&Location::parse(spec), scratch)?)
+}
+
 /// The `--report_path` summary: `{"indices": {"image": {"index_key", "index_bytes", "recall_at_10", "count"}, ...},
-/// "metadata_rows": n}`. Kept small: a pod's termination message holds at most 4 KiB.
+/// "metadata_rows": n, "partitions": [[first, last, rows], ...]}` (runs of consecutive partitions with the same
+/// row count: the operator slices a distributed build from a `--train_only` summary). Kept small: a pod's
+/// termination message holds at most 4 KiB.
 fn build_summary(report: &clip_index::FolderReport) -> serde_json::Value {
     let indices: serde_json::Map<String, serde_json::Value> = report
         .indices
@@ -166,7 +183,21 @@ fn build_summary(report: &clip_index::FolderReport) -> serde_json::Value {
             (modality.name().to_string(), summary)
         })
         .collect();
-    serde_json::json!({ "indices": indices, "metadata_rows": report.metadata_rows })
+    let partitions = report.indices.first().map(|(_, r)| partition_runs(&r.partitions)).unwrap_or_default();
+    serde_json::json!({ "indices": indices, "metadata_rows": report.metadata_rows, "partitions": partitions })
+}
+
+/// `[[first, last, rows]]`: consecutive partition numbers holding the same number of rows, as one entry.
+fn partition_runs(partitions: &[clip_index::report::PartitionRows]) -> Vec<[u64; 3]> {
+    let mut runs: Vec<[u64; 3]> = Vec::new();
+    for p in partitions {
+        let (number, rows) = (p.number as u64, p.rows as u64);
+        match runs.last_mut() {
+            Some(run) if run[1] + 1 == number && run[2] == rows => run[1] = number,
+            _ => runs.push([number, number, rows]),
+        }
+    }
+    runs
 }
 
 /// Runs `index_combiner`.
@@ -174,8 +205,19 @@ pub fn combine(storage: &Storage, a: IndexCombinerArgs) -> Result<()> {
     if let Some(blocks) = &a.input_folder {
         return combine_blocks(Path::new(blocks), Path::new(&a.output_folder));
     }
-    let parts: Vec<PathBuf> = a.input_folders.iter().map(PathBuf::from).collect();
-    let out = PathBuf::from(&a.output_folder);
+    // Parts on the object store are copied to local disk (the merge reads them as faiss files); an s3:// output
+    // is merged locally and then uploaded.
+    let scratch = tempfile::Builder::new().prefix(".clip-combine-").tempdir().context("temporary folder")?;
+    let parts: Vec<PathBuf> = a
+        .input_folders
+        .iter()
+        .map(|p| local_folder(storage, p, &scratch.path().join("parts")).with_context(|| format!("part {p}")))
+        .collect::<Result<_>>()?;
+    let target = Location::parse(&a.output_folder);
+    let out = match &target {
+        Location::Local(p) => p.clone(),
+        Location::S3 { .. } => scratch.path().join("merged"),
+    };
     let mut merged = 0;
     for modality in [clip_index::Modality::Image, clip_index::Modality::Text] {
         if let Some(m) = clip_index::merge::merge_modality(storage, &parts, &out, modality)? {
@@ -188,6 +230,10 @@ pub fn combine(storage: &Storage, a: IndexCombinerArgs) -> Result<()> {
     }
     if let Some(rows) = clip_index::merge::merge_row_stores(&parts, &out)? {
         println!("metadata.arrow: {rows} rows");
+    }
+    if let Location::S3 { .. } = target {
+        let files = storage.upload_folder(&out, &target)?;
+        println!("uploaded {files} files to {target}");
     }
     print_peak_rss();
     Ok(())
@@ -244,6 +290,13 @@ pub fn parquet_to_arrow(storage: &Storage, a: clip_cli::ParquetToArrowArgs) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_runs_are_compact() {
+        let p = |number, rows| clip_index::report::PartitionRows { number, rows };
+        let runs = partition_runs(&[p(0, 10), p(1, 10), p(2, 10), p(3, 7), p(5, 7), p(6, 7)]);
+        assert_eq!(runs, [[0, 2, 10], [3, 3, 7], [5, 6, 7]]);
+    }
 
     #[test]
     fn flags_become_the_build_job() {

@@ -38,6 +38,12 @@ pub struct IndexOptions {
     /// Local folders result images (`image_path`) may be read from; `None` is the folder recorded in the index's
     /// report at build time (none recorded: results carry no `image`).
     pub image_roots: Option<Vec<String>>,
+    /// The index is served by these `back` processes (base URLs, in id order) instead of a local folder: shard
+    /// `i`'s ids are shifted by the rows of the shards before it, as `index_combiner` numbers a merge of them.
+    pub shards: Vec<String>,
+    /// With shards: a shard that fails or times out is left out of the answer (named in a response header)
+    /// instead of failing the request with a 503; a request's `allow_partial_results` overrides it.
+    pub allow_partial_results: bool,
 }
 
 impl Default for IndexOptions {
@@ -55,6 +61,8 @@ impl Default for IndexOptions {
             violence_detector: None,
             aesthetic_embeddings: None,
             image_roots: None,
+            shards: Vec::new(),
+            allow_partial_results: false,
         }
     }
 }
@@ -92,8 +100,10 @@ fn index_options(name: &str, value: Value, defaults: &IndexOptions) -> std::resu
         }
         other => return Err(format!("index {name:?}: expected a folder string or an options object, got {other}")),
     }
-    if o.indice_folder.is_empty() {
-        return Err(format!("index {name:?}: no indice_folder"));
+    match (o.indice_folder.is_empty(), o.shards.is_empty()) {
+        (true, true) => return Err(format!("index {name:?}: no indice_folder (or shards)")),
+        (false, false) => return Err(format!("index {name:?}: give indice_folder or shards, not both")),
+        _ => {}
     }
     Ok(o)
 }
@@ -131,6 +141,22 @@ fn apply_key(o: &mut IndexOptions, key: &str, v: Value) -> std::result::Result<(
                     .collect::<std::result::Result<_, _>>()?,
             );
         }
+        "shards" => {
+            let Value::Array(items) = v else { return Err(format!("expected a list of shard URLs, got {v}")) };
+            o.shards = items
+                .into_iter()
+                .map(|u| match u.as_str() {
+                    Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                        Ok(url.trim_end_matches('/').to_string())
+                    }
+                    _ => Err(format!("shard {u} is not an http:// or https:// URL of a `back`")),
+                })
+                .collect::<std::result::Result<_, _>>()?;
+            if o.shards.is_empty() {
+                return Err("an empty list of shards".into());
+            }
+        }
+        "allow_partial_results" => o.allow_partial_results = boolean(v)?,
         k if IGNORED_KEYS.contains(&k) => {
             tracing::warn!(key = k, "indices_paths option accepted for compatibility; it has no effect here")
         }
@@ -138,7 +164,7 @@ fn apply_key(o: &mut IndexOptions, key: &str, v: Value) -> std::result::Result<(
             return Err(format!(
                 "unknown option (known: indice_folder, clip_model, enable_faiss_memory_mapping, columns_to_return, \
                  provide_safety_model, provide_violence_detector, provide_aesthetic_embeddings, safety_model, \
-                 violence_detector, aesthetic_embeddings, image_roots, {})",
+                 violence_detector, aesthetic_embeddings, image_roots, shards, allow_partial_results, {})",
                 IGNORED_KEYS.join(", ")
             ))
         }
@@ -174,5 +200,20 @@ mod tests {
         assert!(parse_indices_paths(r#"{"x": 3}"#, &d).unwrap_err().contains("folder string"));
         assert!(parse_indices_paths(r#"{}"#, &d).unwrap_err().contains("no index"));
         assert!(parse_indices_paths(r#"{"x": {}}"#, &d).unwrap_err().contains("no indice_folder"));
+        let e = parse_indices_paths(r#"{"x": {"shards": ["laion-0:1234"]}}"#, &d).unwrap_err();
+        assert!(e.contains("\"x\"") && e.contains("shards") && e.contains("laion-0:1234"), "{e}");
+        let e = parse_indices_paths(r#"{"x": {"shards": ["http://a"], "indice_folder": "/a"}}"#, &d).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        assert!(parse_indices_paths(r#"{"x": {"shards": []}}"#, &d).unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn an_index_may_be_a_list_of_shards() {
+        let text = r#"{"laion": {"shards": ["http://laion-0:1234/", "http://laion-1:1234"],
+                                  "allow_partial_results": true}}"#;
+        let parsed = parse_indices_paths(text, &IndexOptions::default()).unwrap();
+        assert_eq!(parsed[0].1.shards, ["http://laion-0:1234", "http://laion-1:1234"]);
+        assert!(parsed[0].1.allow_partial_results);
+        assert!(parsed[0].1.indice_folder.is_empty());
     }
 }

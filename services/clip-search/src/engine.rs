@@ -7,6 +7,7 @@ use crate::error::{Result, SearchError};
 use crate::fetch::{FetchRules, ImageFetcher};
 use crate::filters::{near_duplicates, normalize_rows};
 use crate::resource::{IndexResource, ModelCache};
+use crate::shards::{ShardHit, ShardOptions, ShardSet};
 use clip_data::Storage;
 use clip_index::Modality;
 use serde_json::{Map, Value};
@@ -53,6 +54,10 @@ pub struct KnnQuery {
     pub aesthetic: Option<(u8, f32)>,
     /// Multilingual CLIP was asked for (not available: the regular text tower answers).
     pub use_mclip: bool,
+    /// Sharded index: answer without a failed shard instead of failing (`None`: the index's setting).
+    pub allow_partial_results: Option<bool>,
+    /// Each result also carries its stored vector (`vector`, base64 float32): what a front asks of its shards.
+    pub return_vectors: bool,
 }
 
 /// A stage of a query, for latency metrics.
@@ -102,6 +107,12 @@ pub struct KnnAnswer {
     pub stages: Vec<(Stage, Duration)>,
     /// `(tower, batch size)` of the encode that served this query.
     pub encode_batch: Option<(&'static str, usize)>,
+    /// Shards of a sharded index left out of this answer (allowed partial results), by URL.
+    pub missing_shards: Vec<String>,
+    /// Rows of the index searched (a front checks its shards' against the numbering it assumed).
+    pub rows: u64,
+    /// The name of the index that answered.
+    pub index: Option<String>,
 }
 
 /// Server-wide limits and pools.
@@ -119,6 +130,8 @@ pub struct EngineOptions {
     pub search_threads: usize,
     /// Where s3:// index folders are copied.
     pub cache_folder: PathBuf,
+    /// Calls to the shards of sharded indices.
+    pub shards: ShardOptions,
 }
 
 impl Default for EngineOptions {
@@ -131,6 +144,7 @@ impl Default for EngineOptions {
             max_num_result_ids: 10_000,
             search_threads: cores,
             cache_folder: clip_data::model_source::default_cache().with_file_name("indices-cache"),
+            shards: ShardOptions::default(),
         }
     }
 }
@@ -235,9 +249,12 @@ impl SearchEngine {
     /// Answers one knn query.
     pub async fn knn(&self, mut q: KnnQuery) -> Result<KnnAnswer> {
         let resource = self.resource(q.indice_name.as_deref())?;
-        let mut answer = KnnAnswer::default();
+        let mut answer = KnnAnswer { index: Some(resource.name.clone()), ..Default::default() };
         self.apply_caps(&mut q, &mut answer);
-        let index_dim = resource.index(q.modality)?.dim();
+        let index_dim = match &resource.shards {
+            Some(_) => resource.encoder.embed_dim(),
+            None => resource.index(q.modality)?.dim(),
+        };
         let mut query = self.embed(&resource, q.input.clone(), &mut answer).await?;
         if query.len() != index_dim {
             return Err(SearchError::bad(
@@ -264,6 +281,11 @@ impl SearchEngine {
         if q.use_mclip {
             answer.skipped.push("use_mclip");
         }
+        if let Some(shards) = &resource.shards {
+            self.knn_sharded(&resource, shards, &q, &query, &mut answer).await?;
+            return Ok(answer);
+        }
+        answer.rows = resource.index(q.modality)?.len();
         let slot =
             self.search_slots.clone().acquire_owned().await.map_err(|_| SearchError::Internal("closed".into()))?;
         // The permit lives as long as the blocking work, even when the request is cancelled.
@@ -290,6 +312,10 @@ impl SearchEngine {
         }
         let mut seen = HashSet::with_capacity(ids.len());
         let ids: Vec<i64> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+        if let Some(shards) = &resource.shards {
+            let rows = shards.metadata(&ids).await?;
+            return Ok(ids.into_iter().zip(rows).collect());
+        }
         let len = resource.rows.as_ref().map(|r| r.len()).unwrap_or(0);
         if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as u64 >= len) {
             return Err(SearchError::bad("ids", format!("id {bad} is not in index {:?} ({len} rows)", resource.name)));
@@ -303,6 +329,77 @@ impl SearchEngine {
         })
         .await
         .map_err(|e| SearchError::Internal(format!("metadata task: {e}")))?
+    }
+
+    /// A sharded index's query: the shards' raw hits merged, then the filters over all of them and metadata, as
+    /// one `back` over the merged folder computes them (see [`finish_sharded`]). Metadata the shards did not send
+    /// with their hits (results that move up past filtered ones) is fetched from them in one more round.
+    async fn knn_sharded(
+        &self,
+        r: &Arc<IndexResource>,
+        shards: &ShardSet,
+        q: &KnnQuery,
+        query: &[f32],
+        answer: &mut KnnAnswer,
+    ) -> Result<()> {
+        let filtering = needs_vectors(r, q);
+        let started = Instant::now();
+        let merged = shards.search(q, query, filtering).await?;
+        answer.stages.push((Stage::Search, started.elapsed()));
+        answer.missing_shards = merged.missing;
+        let started = Instant::now();
+        let (resource, q2) = (r.clone(), q.clone());
+        let hits = merged.hits;
+        let slot =
+            self.search_slots.clone().acquire_owned().await.map_err(|_| SearchError::Internal("closed".into()))?;
+        let mut kept = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            filter_shard_hits(&resource, &q2, hits)
+        })
+        .await
+        .map_err(|e| SearchError::Internal(format!("filter task: {e}")))??;
+        answer.stages.push((Stage::PostProcess, started.elapsed()));
+        let started = Instant::now();
+        let lacking: Vec<i64> = kept.iter().take(q.num_images).filter(|h| h.row.is_none()).map(|h| h.id).collect();
+        if !lacking.is_empty() {
+            let rows = shards.metadata(&lacking).await?;
+            let fetched: std::collections::HashMap<i64, Map<String, Value>> = lacking.into_iter().zip(rows).collect();
+            for hit in kept.iter_mut().take(q.num_images).filter(|h| h.row.is_none()) {
+                hit.row = fetched.get(&hit.id).cloned();
+            }
+        }
+        answer.results = kept
+            .into_iter()
+            .enumerate()
+            .map(|(i, hit)| {
+                let mut out = if i < q.num_images { hit.row.unwrap_or_default() } else { Map::new() };
+                out.insert("id".into(), Value::from(hit.id));
+                out.insert("similarity".into(), Value::from(hit.similarity));
+                out
+            })
+            .collect();
+        answer.stages.push((Stage::Metadata, started.elapsed()));
+        answer.rows = shards.rows().await?;
+        Ok(())
+    }
+
+    /// Readiness of the sharded indices: every shard of each is probed (its rows and version taken anew); the
+    /// error names the first shard that is not ready. Indices with local folders are ready once loaded.
+    pub async fn check_shards(&self) -> Result<()> {
+        for r in self.indices().iter() {
+            if let Some(shards) = &r.shards {
+                shards.refresh().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The version `/readyz` shows for an index: its files' time, or its shards' versions.
+    pub fn version_of(r: &IndexResource) -> String {
+        match &r.shards {
+            Some(s) => s.version(),
+            None => r.version.clone(),
+        }
     }
 
     fn apply_caps(&self, q: &mut KnnQuery, answer: &mut KnnAnswer) {
@@ -368,11 +465,20 @@ fn load_all(
     indices
         .iter()
         .map(|(name, o)| {
-            IndexResource::load(storage, name, o, &options.cache_folder, &mut models, options.encoder)
+            IndexResource::load(storage, name, o, &options.cache_folder, &mut models, options.encoder, &options.shards)
                 .map(Arc::new)
-                .map_err(|e| SearchError::Config(format!("index {name:?} ({}): {e}", o.indice_folder)))
+                .map_err(|e| SearchError::Config(format!("index {name:?} ({}): {e}", source_of(o))))
         })
         .collect()
+}
+
+/// Where an index's vectors come from, for errors.
+fn source_of(o: &IndexOptions) -> String {
+    if o.shards.is_empty() {
+        o.indice_folder.clone()
+    } else {
+        format!("shards {}", o.shards.join(", "))
+    }
 }
 
 type Stages = Vec<(Stage, Duration)>;
@@ -389,47 +495,89 @@ fn search_and_filter(r: &IndexResource, q: &KnnQuery, query: &[f32]) -> Result<(
     stages.push((Stage::Search, started.elapsed()));
 
     let started = Instant::now();
-    let mut remove: HashSet<usize> = HashSet::new();
-    let violence = r.violence.as_ref().filter(|_| q.use_violence_detector);
-    let safety = r.safety.as_ref().filter(|_| q.use_safety_model);
-    if !found.is_empty() && (q.deduplicate || violence.is_some() || safety.is_some()) {
+    let mut stored = None;
+    if !found.is_empty() && (needs_vectors(r, q) || q.return_vectors) {
         let ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
-        let dim = index.dim();
-        let mut embeddings = index.stored_vectors(&ids)?;
-        normalize_rows(&mut embeddings, dim);
-        if q.deduplicate {
-            remove.extend(near_duplicates(&embeddings, dim)?);
-        }
-        if let Some(v) = violence {
-            remove.extend(v.violent(&embeddings));
-        }
-        if let Some(s) = safety {
-            remove.extend(s.unsafe_rows(&embeddings)?);
-        }
+        stored = Some(index.stored_vectors(&ids)?);
     }
+    let remove = match &stored {
+        Some(vectors) if needs_vectors(r, q) => filtered_out(r, q, vectors.clone(), index.dim())?,
+        _ => HashSet::new(),
+    };
     let mut seen = HashSet::new();
-    let kept: Vec<(i64, f32)> = found
-        .into_iter()
+    let dim = index.dim();
+    let kept: Vec<(i64, f32, Option<&[f32]>)> = found
+        .iter()
         .enumerate()
         .filter(|(i, (id, _))| !remove.contains(i) && seen.insert(*id))
-        .map(|(_, hit)| hit)
+        .map(|(i, &(id, sim))| (id, sim, stored.as_ref().map(|v| &v[i * dim..(i + 1) * dim])))
         .collect();
     stages.push((Stage::PostProcess, started.elapsed()));
 
     let started = Instant::now();
-    let with_rows: Vec<i64> = kept.iter().take(q.num_images).map(|(id, _)| *id).collect();
+    let with_rows: Vec<i64> = kept.iter().take(q.num_images).map(|(id, _, _)| *id).collect();
     let mut rows = metadata_rows(r, &with_rows)?.into_iter();
     let results = kept
         .iter()
-        .map(|&(id, similarity)| {
+        .map(|&(id, similarity, vector)| {
             let mut out = rows.next().flatten().unwrap_or_default();
             out.insert("id".into(), Value::from(id));
             out.insert("similarity".into(), Value::from(similarity as f64));
+            if let Some(v) = vector.filter(|_| q.return_vectors) {
+                out.insert(crate::shards::VECTOR_FIELD.into(), Value::from(crate::shards::encode_vector(v)));
+            }
             out
         })
         .collect();
     stages.push((Stage::Metadata, started.elapsed()));
     Ok((results, stages))
+}
+
+/// Whether the query's filters look at the results' stored vectors.
+fn needs_vectors(r: &IndexResource, q: &KnnQuery) -> bool {
+    q.deduplicate || (q.use_violence_detector && r.violence.is_some()) || (q.use_safety_model && r.safety.is_some())
+}
+
+/// Positions (in `vectors`' row order) that dedup, the violence detector or the safety model remove.
+fn filtered_out(r: &IndexResource, q: &KnnQuery, mut vectors: Vec<f32>, dim: usize) -> Result<HashSet<usize>> {
+    let mut remove = HashSet::new();
+    normalize_rows(&mut vectors, dim);
+    if q.deduplicate {
+        remove.extend(near_duplicates(&vectors, dim)?);
+    }
+    if let Some(v) = r.violence.as_ref().filter(|_| q.use_violence_detector) {
+        remove.extend(v.violent(&vectors));
+    }
+    if let Some(s) = r.safety.as_ref().filter(|_| q.use_safety_model) {
+        remove.extend(s.unsafe_rows(&vectors)?);
+    }
+    Ok(remove)
+}
+
+/// The filters over the shards' merged hits (blocking), then repeated ids dropped, as [`search_and_filter`] does
+/// over one index.
+fn filter_shard_hits(r: &IndexResource, q: &KnnQuery, hits: Vec<ShardHit>) -> Result<Vec<ShardHit>> {
+    let remove = if !hits.is_empty() && needs_vectors(r, q) {
+        let dim = r.encoder.embed_dim();
+        let mut vectors = Vec::with_capacity(hits.len() * dim);
+        for h in &hits {
+            match &h.vector {
+                Some(v) if v.len() == dim => vectors.extend_from_slice(v),
+                _ => {
+                    return Err(SearchError::Shard {
+                        index: r.name.clone(),
+                        shard: format!("#{}", h.shard),
+                        message: format!("result {} came without its {dim}-dimensional stored vector", h.id),
+                    })
+                }
+            }
+        }
+        filtered_out(r, q, vectors, dim)?
+    } else {
+        HashSet::new()
+    };
+    let mut seen = HashSet::new();
+    Ok(hits.into_iter().enumerate().filter(|(i, h)| !remove.contains(i) && seen.insert(h.id)).map(|(_, h)| h).collect())
 }
 
 /// Rows of `ids` with the configured columns (null where the row has none) and, when `image_path` is a readable

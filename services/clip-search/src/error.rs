@@ -26,6 +26,27 @@ pub enum SearchError {
     /// A reload was asked for while another runs.
     #[error("a reload is already running")]
     ReloadRunning,
+    /// A shard of a sharded index failed, timed out or answered something unusable (503: the request may succeed
+    /// once the shard is back; `allow_partial_results` answers from the others instead).
+    #[error("index {index:?}: shard {shard} failed: {message}")]
+    Shard {
+        /// The sharded index.
+        index: String,
+        /// The shard's URL.
+        shard: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A shard answered the request with a 4xx: the request is wrong for it (e.g. it has no text index).
+    #[error("index {index:?}: shard {shard} refused the request: {message}")]
+    ShardRefused {
+        /// The sharded index.
+        index: String,
+        /// The shard's URL.
+        shard: String,
+        /// The shard's error message.
+        message: String,
+    },
     /// The indices configuration (indices_paths.json, flags) is wrong.
     #[error("configuration: {0}")]
     Config(String),

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod filters;
 pub mod resource;
 pub mod result_image;
+pub mod shards;
 
 pub use clip_index::Modality;
 pub use config::{parse_indices_paths, read_indices_paths, IndexOptions, DEFAULT_COLUMNS};
@@ -19,3 +20,4 @@ pub use encoder::{EncoderLimits, QueryEncoder};
 pub use engine::{EngineOptions, KnnAnswer, KnnQuery, QueryInput, SearchEngine, Stage};
 pub use error::{Result, SearchError};
 pub use fetch::FetchRules;
+pub use shards::{ShardObserver, ShardOptions};

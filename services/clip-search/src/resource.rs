@@ -6,6 +6,7 @@ use crate::encoder::{EncoderLimits, QueryEncoder};
 use crate::error::{Result, SearchError};
 use crate::filters::{AestheticEmbeddings, SafetyModel, ViolenceDetector};
 use crate::result_image::ImageRoots;
+use crate::shards::{ShardOptions, ShardSet};
 use clip_data::{Location, Storage};
 use clip_index::{open_or_build_row_store, LoadedIndex, Modality, RowStore};
 use std::collections::HashMap;
@@ -43,6 +44,9 @@ pub struct IndexResource {
     /// A version string of the loaded files (the newest modification time of the index, report and metadata
     /// files, in Unix milliseconds), for `/readyz` and `/reload`.
     pub version: String,
+    /// The shards serving this index, when it is sharded (then `image`, `text` and `rows` are `None`: the shards
+    /// hold them).
+    pub shards: Option<ShardSet>,
 }
 
 /// Models loaded so far, keyed by local folder, so indices of one model share its encoder.
@@ -81,7 +85,11 @@ impl IndexResource {
         cache: &Path,
         models: &mut ModelCache,
         limits: EncoderLimits,
+        shard_options: &ShardOptions,
     ) -> Result<Self> {
+        if !o.shards.is_empty() {
+            return Self::sharded(storage, name, o, models, limits, shard_options);
+        }
         let folder = local_folder(storage, &o.indice_folder, cache)?;
         let open = |modality| open_index(&folder, modality, o.enable_faiss_memory_mapping);
         let image = open(Modality::Image)?;
@@ -119,31 +127,7 @@ impl IndexResource {
                 encoder.embed_dim()
             )));
         }
-        let filters = model_folder.join("filters");
-        let violence = optional_filter(
-            name,
-            "violence detector",
-            o.provide_violence_detector,
-            &o.violence_detector,
-            &filters.join("violence_detection.npy"),
-            |p| ViolenceDetector::load(p, dim),
-        )?;
-        let safety = optional_filter(
-            name,
-            "safety model",
-            o.provide_safety_model,
-            &o.safety_model,
-            &filters.join("safety.onnx"),
-            |p| SafetyModel::load(p, dim),
-        )?;
-        let aesthetic = optional_filter(
-            name,
-            "aesthetic embeddings",
-            o.provide_aesthetic_embeddings,
-            &o.aesthetic_embeddings,
-            &filters.join("aesthetic"),
-            |p| AestheticEmbeddings::load(p, dim),
-        )?;
+        let (violence, safety, aesthetic) = load_filters(name, o, &model_folder, dim)?;
         let version = version_of(&folder);
         tracing::info!(
             index = name,
@@ -171,6 +155,42 @@ impl IndexResource {
             image_roots,
             image_limits: limits.image,
             version,
+            shards: None,
+        })
+    }
+
+    /// An index served by shards: the model and filters load here (the front encodes and filters), the vectors
+    /// and rows stay on the shards. Nothing is asked of the shards until a query or readiness probe.
+    fn sharded(
+        storage: &Storage,
+        name: &str,
+        o: &IndexOptions,
+        models: &mut ModelCache,
+        limits: EncoderLimits,
+        shard_options: &ShardOptions,
+    ) -> Result<Self> {
+        let model_folder = clip_data::model_source::resolve(storage, o.clip_model.as_deref(), None)?;
+        let encoder = models.get(model_folder.clone(), limits)?;
+        let dim = encoder.embed_dim();
+        let (violence, safety, aesthetic) = load_filters(name, o, &model_folder, dim)?;
+        let shards = ShardSet::new(name, o.shards.clone(), o.allow_partial_results, shard_options.clone())?;
+        tracing::info!(index = name, shards = %o.shards.join(","), "sharded index configured");
+        Ok(Self {
+            name: name.into(),
+            folder: PathBuf::new(),
+            image: None,
+            text: None,
+            rows: None,
+            columns: o.columns_to_return.clone(),
+            encoder,
+            model_folder,
+            violence,
+            safety,
+            aesthetic,
+            image_roots: ImageRoots::resolve(&[]),
+            image_limits: limits.image,
+            version: String::new(),
+            shards: Some(shards),
         })
     }
 
@@ -184,6 +204,38 @@ impl IndexResource {
             SearchError::bad("modality", format!("index {:?} has no {} index", self.name, modality.name()))
         })
     }
+}
+
+/// The violence, safety and aesthetic filters the options ask for, from their paths or the model's `filters/`.
+type Filters = (Option<ViolenceDetector>, Option<SafetyModel>, Option<AestheticEmbeddings>);
+
+fn load_filters(name: &str, o: &IndexOptions, model_folder: &Path, dim: usize) -> Result<Filters> {
+    let filters = model_folder.join("filters");
+    let violence = optional_filter(
+        name,
+        "violence detector",
+        o.provide_violence_detector,
+        &o.violence_detector,
+        &filters.join("violence_detection.npy"),
+        |p| ViolenceDetector::load(p, dim),
+    )?;
+    let safety = optional_filter(
+        name,
+        "safety model",
+        o.provide_safety_model,
+        &o.safety_model,
+        &filters.join("safety.onnx"),
+        |p| SafetyModel::load(p, dim),
+    )?;
+    let aesthetic = optional_filter(
+        name,
+        "aesthetic embeddings",
+        o.provide_aesthetic_embeddings,
+        &o.aesthetic_embeddings,
+        &filters.join("aesthetic"),
+        |p| AestheticEmbeddings::load(p, dim),
+    )?;
+    Ok((violence, safety, aesthetic))
 }
 
 /// Ids are row numbers: the indices and the row store of one folder must hold the same number of rows, or results

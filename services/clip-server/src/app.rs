@@ -25,6 +25,8 @@ use tower_http::timeout::TimeoutLayer;
 pub const SKIPPED_HEADER: &str = "x-clip-retrieval-skipped";
 /// Header listing limits applied to the request (`num_images=1000`).
 pub const CAPPED_HEADER: &str = "x-clip-retrieval-capped";
+/// Header of a sharded index's answer that left out failed shards (`allow_partial_results`): their URLs.
+pub const PARTIAL_HEADER: &str = "x-clip-retrieval-partial";
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -111,6 +113,8 @@ impl From<SearchError> for ApiError {
             SearchError::UnknownIndex { .. } => (StatusCode::BAD_REQUEST, Some("indice_name")),
             SearchError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
             SearchError::ReloadRunning => (StatusCode::CONFLICT, None),
+            SearchError::Shard { .. } => (StatusCode::SERVICE_UNAVAILABLE, None),
+            SearchError::ShardRefused { .. } => (StatusCode::BAD_REQUEST, Some("shard")),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         if status.is_server_error() {
@@ -217,6 +221,15 @@ async fn knn_service(
     if !answer.capped.is_empty() {
         headers.insert(CAPPED_HEADER, HeaderValue::from_str(&answer.capped.join(",")).expect("ascii"));
     }
+    if !answer.missing_shards.is_empty() {
+        let list = answer.missing_shards.join(",");
+        if let Ok(value) = HeaderValue::from_str(&list) {
+            headers.insert(PARTIAL_HEADER, value);
+        }
+        let index = answer.index.clone().unwrap_or_default();
+        state.metrics.partial_answers.with_label_values(&[index.as_str()]).inc();
+    }
+    headers.insert(clip_search::shards::ROWS_HEADER, HeaderValue::from(answer.rows));
     Ok((headers, Json(answer.results)).into_response())
 }
 
@@ -275,15 +288,30 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.engine.get() {
         Some(e) => {
+            // A front is ready when every shard of its sharded indices is (and knows their row counts).
+            if let Err(err) = e.check_shards().await {
+                let error = err.to_string();
+                return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "error": error })))
+                    .into_response();
+            }
             // An encoder whose worker stopped fails every query of its kind: not ready, with the reason.
             if let Some((name, problem)) = e.indices().iter().find_map(|r| r.encoder.problem().map(|p| (&r.name, p))) {
                 let error = format!("index {name}: {problem}");
                 return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "error": error })))
                     .into_response();
             }
+            let indices = e.indices();
             let versions: serde_json::Map<String, Value> =
-                e.indices().iter().map(|r| (r.name.clone(), Value::from(r.version.clone()))).collect();
-            Json(json!({ "ready": true, "indices": versions })).into_response()
+                indices.iter().map(|r| (r.name.clone(), Value::from(SearchEngine::version_of(r)))).collect();
+            let mut rows = serde_json::Map::new();
+            for r in indices.iter() {
+                let n = match &r.shards {
+                    Some(s) => s.rows().await.unwrap_or(0),
+                    None => r.image.as_ref().or(r.text.as_ref()).map(|i| i.len()).unwrap_or(0),
+                };
+                rows.insert(r.name.clone(), Value::from(n));
+            }
+            Json(json!({ "ready": true, "indices": versions, "rows": rows })).into_response()
         }
         None => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "error": "indices are still loading" })))

@@ -32,14 +32,14 @@ pub enum ServerError {
 }
 
 /// Binds `host:port`, answers probes at once, loads the indices with `load` on a blocking thread (readiness turns
-/// on when done), and serves until `shutdown` is cancelled (SIGTERM, Ctrl-C: see `clip_shutdown::on_signal`),
+/// on when done; `load` gets the observer that puts shard calls into the server's metrics), and serves until `shutdown` is cancelled (SIGTERM, Ctrl-C: see `clip_shutdown::on_signal`),
 /// letting requests in flight finish. A failed load cancels it too and is returned. `on_listening` gets the bound
 /// address (port 0 picks a free one).
 pub async fn serve(
     host: &str,
     port: u16,
     options: HttpOptions,
-    load: impl FnOnce() -> clip_search::Result<SearchEngine> + Send + 'static,
+    load: impl FnOnce(clip_search::ShardObserver) -> clip_search::Result<SearchEngine> + Send + 'static,
     on_listening: impl FnOnce(std::net::SocketAddr),
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
@@ -53,9 +53,10 @@ pub async fn serve(
     let stop = shutdown.child_token();
     let load_failure = Arc::new(std::sync::Mutex::new(None::<clip_search::SearchError>));
     let (loading, failure, cancel) = (state.clone(), load_failure.clone(), stop.clone());
+    let observer = state.metrics.shard_observer();
     tokio::task::spawn_blocking(move || {
         // A panic while loading must stop the server like an error does, not leave it unready forever.
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || load(observer)))
             .unwrap_or_else(|_| Err(clip_search::SearchError::Internal("loading the indices panicked".into())));
         match loaded {
             Ok(engine) => {

@@ -34,6 +34,13 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `clip_retrieval_encoder_panics{index, tower}`: panics caught in an encoder worker (each failed its batch).
     pub encoder_panics: IntGaugeVec,
+    /// `clip_retrieval_shard_request_duration_seconds{index, shard, call}`: a front's calls to its shards (`knn`,
+    /// `metadata`, `readyz`).
+    pub shard_seconds: HistogramVec,
+    /// `clip_retrieval_shard_requests_total{index, shard, call, outcome}` (`ok`, `timeout`, `error`, `refused`).
+    pub shard_requests: IntCounterVec,
+    /// `clip_retrieval_partial_answers_total{index}`: knn answers served without a failed shard.
+    pub partial_answers: IntCounterVec,
     /// Kept so the registry owns a histogram of whole knn requests under clip-retrieval's name.
     pub full_knn_request_time: Histogram,
 }
@@ -100,6 +107,31 @@ impl Metrics {
             &["index", "tower"],
         )
         .expect("valid metric");
+        let shard_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "clip_retrieval_shard_request_duration_seconds",
+                "Latency of a sharded index's calls to each shard, by call: knn, metadata, readyz",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["index", "shard", "call"],
+        )
+        .expect("valid metric");
+        let shard_requests = IntCounterVec::new(
+            Opts::new(
+                "clip_retrieval_shard_requests_total",
+                "Calls to each shard by call and outcome: ok, timeout, error, refused",
+            ),
+            &["index", "shard", "call", "outcome"],
+        )
+        .expect("valid metric");
+        let partial_answers = IntCounterVec::new(
+            Opts::new(
+                "clip_retrieval_partial_answers_total",
+                "knn answers served without a failed shard (allow_partial_results)",
+            ),
+            &["index"],
+        )
+        .expect("valid metric");
         let full_knn_request_time = Histogram::with_opts(
             HistogramOpts::new("full_knn_request_time", "Time spent processing knn request (clip-retrieval's name)")
                 .buckets(LATENCY_BUCKETS.to_vec()),
@@ -117,6 +149,9 @@ impl Metrics {
             Box::new(ready.clone()),
             Box::new(reloads.clone()),
             Box::new(encoder_panics.clone()),
+            Box::new(shard_seconds.clone()),
+            Box::new(shard_requests.clone()),
+            Box::new(partial_answers.clone()),
             Box::new(full_knn_request_time.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
@@ -134,8 +169,20 @@ impl Metrics {
             ready,
             reloads,
             encoder_panics,
+            shard_seconds,
+            shard_requests,
+            partial_answers,
             full_knn_request_time,
         }
+    }
+
+    /// What a sharded index reports its shard calls to: these metrics.
+    pub fn shard_observer(&self) -> clip_search::ShardObserver {
+        let (seconds, requests) = (self.shard_seconds.clone(), self.shard_requests.clone());
+        std::sync::Arc::new(move |index: &str, shard: &str, call: &'static str, took: f64, outcome: &'static str| {
+            seconds.with_label_values(&[index, shard, call]).observe(took);
+            requests.with_label_values(&[index, shard, call, outcome]).inc();
+        })
     }
 
     /// The text exposition format.

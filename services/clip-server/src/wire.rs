@@ -73,6 +73,8 @@ pub fn knn_query(body: &[u8]) -> Result<KnnQuery> {
         use_violence_detector: boolean(&o, "use_violence_detector")?.unwrap_or(false),
         aesthetic: aesthetic_score.map(|s| (s, aesthetic_weight)),
         use_mclip: boolean(&o, "use_mclip")?.unwrap_or(false),
+        allow_partial_results: boolean(&o, "allow_partial_results")?,
+        return_vectors: boolean(&o, clip_search::shards::RETURN_VECTORS_FIELD)?.unwrap_or(false),
     })
 }
 

@@ -72,6 +72,8 @@ fn build_index(root: &Path) {
         copy_metadata: false,
         options: clip_index::BuildOptions { threads: 2, ..Default::default() },
         trained_index_folder: None,
+        train_only: false,
+        partition_ids: None,
         append: false,
     };
     clip_index::build_folder(&Storage::from_env(), &build, &clip_index::NoProgress).unwrap();

@@ -151,6 +151,31 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// Copies every file under the local folder `from` to the same relative names under `to` (a folder, local or
+    /// s3://), each file atomically; returns the files copied. A merge made on local disk is published this way.
+    pub fn upload_folder(&self, from: &Path, to: &Location) -> Result<usize> {
+        let mut stack = vec![from.to_path_buf()];
+        let mut copied = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(DataError::io(dir.display()))? {
+                let path = entry.map_err(DataError::io(dir.display()))?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(from).expect("walked from `from`").to_string_lossy().replace('\\', "/");
+                let mut out = self.create(&to.join(&rel))?;
+                let mut file = std::fs::File::open(&path).map_err(DataError::io(path.display()))?;
+                std::io::copy(&mut file, out.file()).map_err(DataError::io(path.display()))?;
+                out.commit()?;
+                copied += 1;
+            }
+        }
+        Ok(copied)
+    }
+}
+
 /// `rel` as a relative path that cannot leave the folder it is joined to: an object key with an empty, `.`, `..`
 /// or absolute component (legal in S3, hostile on a disk) is refused, naming the object.
 fn contained(what: &Location, rel: &str) -> Result<PathBuf> {
