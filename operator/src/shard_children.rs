@@ -2,12 +2,13 @@
 //! naming only that part), a Deployment of `back` pods (each downloads only its part), a Service and, when asked,
 //! an HPA. Names carry a tag of the index version, so a new IndexBuild generation gets new shards beside the old
 //! ones: the front rolls to them once they are ready (its readiness needs every shard), and the old generation's
-//! shards are deleted only after the front has rolled, so a front pod always queries one generation.
+//! shards are deleted only after the front has rolled, so a front pod always queries one generation. Shard pods do
+//! not carry the front's label (`search_deployment::LABEL`): the front's Service must not select them.
 
 use crate::context::{Context, FIELD_MANAGER, MANAGED_BY};
 use crate::crd::SearchDeployment;
 use crate::search_deployment::{
-    back_deployment, back_service, config_map_of, delete_if_present, hpa_of, Shards, LABEL, VERSIONS_ANNOTATION,
+    back_deployment, back_service, config_map_of, delete_if_present, hpa_of, Shards, VERSIONS_ANNOTATION,
 };
 use crate::Result;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -173,13 +174,13 @@ mod tests {
     fn a_shard_serves_only_its_part_and_is_not_behind_the_front_service() {
         let sd = sd();
         let (config, deployment, service) = shard_objects(&sd, "laion", "v", 1, "s3://b/idx-parts/1").unwrap();
-        let paths: serde_json::Value =
-            serde_json::from_str(&config.data.unwrap()["indices_paths.json"]).unwrap();
+        let paths: serde_json::Value = serde_json::from_str(&config.data.unwrap()["indices_paths.json"]).unwrap();
         assert_eq!(paths, serde_json::json!({"laion": "s3://b/idx-parts/1"}));
-        let spec = deployment.spec.unwrap();
+        let spec = deployment.spec;
         assert_eq!(spec.replicas, Some(2));
         let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
-        assert!(!pod_labels.contains_key(LABEL), "the front's Service must not select shard pods");
+        let front = crate::search_deployment::LABEL;
+        assert!(!pod_labels.contains_key(front), "the front's Service must not select shard pods");
         assert_eq!(service.spec.unwrap().selector.unwrap(), pod_labels);
     }
 }

@@ -145,7 +145,7 @@ fn every_shard_pod_parses_and_the_front_lists_the_shards() {
                       "model": "s3://models/tiny-clip", "allowPartialResults": true});
     let sd: SearchDeployment = resource("SearchDeployment", spec);
     let (config, deployment, _) = shard_children::shard_objects(&sd, "laion", "idx@t", 2, "s3://d/i-parts/2").unwrap();
-    let Command::Back(a) = parsed(&deployment.spec.unwrap().template.spec.unwrap(), 0) else { panic!("not back") };
+    let Command::Back(a) = parsed(&deployment.spec.template.spec.unwrap(), 0) else { panic!("not back") };
     assert_eq!(a.port, 8080);
     assert!(config.data.unwrap()["indices_paths.json"].contains("s3://d/i-parts/2"));
     let indices = BTreeMap::from([("laion".to_string(), (String::new(), "idx@t".to_string()))]);

@@ -244,7 +244,9 @@ impl ProcessKubelet {
         while let Some(at) = rest.find("http://") {
             out.push_str(&rest[..at + 7]);
             rest = &rest[at + 7..];
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':')).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':'))
+                .unwrap_or(rest.len());
             let authority = &rest[..end];
             let Some((host, _port)) = authority.split_once(':') else { continue };
             let labels: Vec<&str> = host.split('.').collect();

@@ -7,7 +7,9 @@
 use clip_retrieval_tests::kube::ops::*;
 use clip_retrieval_tests::kube::ControlPlane;
 use clip_retrieval_tests::kubelet::{PID_ANNOTATION, PORT_ANNOTATION};
-use clip_retrieval_tests::{inference_command, run, sample_dataset, shipped_model, S3Server, S3_ACCESS_KEY, S3_SECRET_KEY};
+use clip_retrieval_tests::{
+    inference_command, run, sample_dataset, shipped_model, S3Server, S3_ACCESS_KEY, S3_SECRET_KEY,
+};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
@@ -32,9 +34,11 @@ async fn front_port(client: &Client, ns: &str, name: &str) -> String {
 async fn query(port: &str, text: &str) -> Vec<Value> {
     reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/knn-service"))
-        .body(json!({"text": text, "indice_name": "shapes", "num_images": 10, "num_result_ids": 50,
+        .body(
+            json!({"text": text, "indice_name": "shapes", "num_images": 10, "num_result_ids": 50,
                      "deduplicate": true})
-        .to_string())
+            .to_string(),
+        )
         .send()
         .await
         .unwrap()

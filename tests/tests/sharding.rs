@@ -6,8 +6,8 @@
 
 use clip_index::{LoadedIndex, Modality};
 use clip_retrieval_tests::{
-    build_index, cli, clustered_embeddings, inference_command, python, repo_root, run, sample_dataset,
-    shipped_model, write_embeddings_folder, BackServer,
+    build_index, cli, clustered_embeddings, inference_command, python, repo_root, run, sample_dataset, shipped_model,
+    write_embeddings_folder, BackServer,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -110,7 +110,8 @@ fn parts_from_one_training_merge_into_the_single_build() {
     assert_eq!(trained["count"], 0, "trained, empty");
     let t = p("trained");
     for (part, ids) in [("a", "0-1"), ("b", "2,3")] {
-        let part = build_index(&p("emb"), &p(part), &["--trained_index_folder", t.to_str().unwrap(), "--partition_ids", ids]);
+        let part =
+            build_index(&p("emb"), &p(part), &["--trained_index_folder", t.to_str().unwrap(), "--partition_ids", ids]);
         assert_eq!(part["count"], 6_000);
     }
     let inputs = format!("{},{}", p("a").display(), p("b").display());
@@ -119,6 +120,7 @@ fn parts_from_one_training_merge_into_the_single_build() {
     let mut merged = LoadedIndex::open(&p("merged"), Modality::Image, false).unwrap();
     for l in [&mut single, &mut merged] {
         l.index.set_parameter("nprobe", 6.0).unwrap();
+        l.k_factor = 4;
     }
     for q in &queries {
         assert_eq!(single.search(q, 10).unwrap(), merged.search(q, 10).unwrap(), "same ids and scores");
@@ -295,14 +297,21 @@ print(json.dumps(answers))
     let shard_1 = ROWS_PER_PARTITION as i64..2 * ROWS_PER_PARTITION as i64;
     assert!(!found.is_empty() && found.iter().all(|id| !shard_1.contains(id)), "{found:?}");
     let (_, _, whole) = post(&merged, "/knn-service", &q);
-    let expected: Vec<i64> =
-        whole.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).filter(|id| !shard_1.contains(id)).collect();
+    let expected: Vec<i64> = whole
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .filter(|id| !shard_1.contains(id))
+        .collect();
     assert_eq!(found[..expected.len().min(found.len())], expected[..expected.len().min(found.len())]);
     let (code, body) = clip_retrieval_tests::http_get(front.port, "/readyz").unwrap();
     assert_eq!(code, 503, "not ready while a shard is down");
     assert!(body.contains(&killed), "{body}");
     let metrics = client().get(format!("{}/metrics", front.url())).send().unwrap().text().unwrap();
-    let errors = format!("clip_retrieval_shard_requests_total{{call=\"knn\",index=\"laion\",outcome=\"error\",shard=\"{killed}\"}}");
+    let errors = format!(
+        "clip_retrieval_shard_requests_total{{call=\"knn\",index=\"laion\",outcome=\"error\",shard=\"{killed}\"}}"
+    );
     assert!(metrics.contains(&errors), "{metrics}");
     assert!(metrics.contains("clip_retrieval_partial_answers_total{index=\"laion\"} 1"), "{metrics}");
     assert!(metrics.contains("clip_retrieval_shard_request_duration_seconds_bucket"), "{metrics}");

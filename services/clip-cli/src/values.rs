@@ -276,7 +276,8 @@ impl PartitionIds {
 impl FromStr for PartitionIds {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let number = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("{text:?}: {s:?} is not a partition number"));
+        let number =
+            |s: &str| s.trim().parse::<usize>().map_err(|_| format!("{text:?}: {s:?} is not a partition number"));
         let mut ids = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (first, last) = match item.split_once('-') {

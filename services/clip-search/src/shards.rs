@@ -100,6 +100,7 @@ impl ShardSet {
     pub fn new(index: &str, urls: Vec<String>, allow_partial_results: bool, options: ShardOptions) -> Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(options.timeout)
+            .no_proxy()
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
@@ -302,7 +303,7 @@ impl ShardSet {
     async fn get_json(&self, url: &str, path: &str) -> Result<Value> {
         let response = self.client.get(format!("{url}{path}")).send().await.map_err(|e| self.transport(url, e))?;
         let status = response.status();
-        let body: Value = response.json().await.map_err(|e| self.transport(url, e))?;
+        let body = self.read_json(url, response).await?;
         if !status.is_success() && path != "/readyz" {
             return Err(self.failed(url, format!("{path} answered {status}: {body}")));
         }
@@ -320,12 +321,8 @@ impl ShardSet {
             .await
             .map_err(|e| self.transport(url, e))?;
         let status = response.status();
-        let rows = response
-            .headers()
-            .get(ROWS_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let answer: Value = response.json().await.map_err(|e| self.transport(url, e))?;
+        let rows = response.headers().get(ROWS_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let answer = self.read_json(url, response).await?;
         let message = || answer["error"].as_str().map(str::to_string).unwrap_or_else(|| answer.to_string());
         if status.is_client_error() {
             return Err(SearchError::ShardRefused { index: self.index.clone(), shard: url.into(), message: message() });
@@ -334,6 +331,12 @@ impl ShardSet {
             return Err(self.failed(url, format!("{path} answered {status}: {}", message())));
         }
         Ok((rows, answer))
+    }
+
+    async fn read_json(&self, url: &str, response: reqwest::Response) -> Result<Value> {
+        let bytes = response.bytes().await.map_err(|e| self.transport(url, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.failed(url, format!("answered something that is not JSON: {e}")))
     }
 
     fn transport(&self, url: &str, e: reqwest::Error) -> SearchError {
