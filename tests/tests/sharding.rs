@@ -272,7 +272,7 @@ path = spec.submodule_search_locations[0] + "/clip_client.py"
 module_spec = importlib.util.spec_from_file_location("clip_client", path)
 clip_client = importlib.util.module_from_spec(module_spec)
 module_spec.loader.exec_module(clip_client)
-answers = [clip_client.ClipClient(url=u + "/knn-service", indice_name="laion", num_images=20).query(text="a red star")
+answers = [clip_client.ClipClient(url=u + "/knn-service", indice_name="laion", num_images=100).query(text="a red star")
            for u in sys.argv[1:]]
 print(json.dumps(answers))
 "#;

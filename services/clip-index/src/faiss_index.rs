@@ -59,7 +59,8 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// Sorts `(id, score)` hits best first (largest similarity for ip, smallest distance for l2), ties by id.
+    /// Sorts `(id, score)` hits best first (largest similarity for ip, smallest distance for l2), equal scores by
+    /// ascending id: the one order every search path (plain, re-ranked, merged from shards) answers in.
     pub fn sort_best(self, hits: &mut [(i64, f32)]) {
         match self {
             Self::Ip => hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))),
@@ -260,6 +261,32 @@ impl FaissIndex {
         Ok(Neighbours { k, distances, ids })
     }
 
+    /// [`FaissIndex::search`] with the cut and order of equal scores settled by id ([`Metric::sort_best`]), not by
+    /// faiss's heap: a query whose k-th and (k+1)-th scores tie is searched again, wider, until the tie ends, so
+    /// every vector tied at the cut is seen and the smallest ids kept. That makes an answer independent of how
+    /// the rows are split into shards or merged (ties are common: duplicate images, equal captions).
+    pub fn search_ties_by_id(&self, queries: &[f32], k: usize) -> Result<Neighbours> {
+        let first = self.search(queries, k + 1)?;
+        let (d, metric, total) = (self.dim(), self.metric(), self.len() as usize);
+        let mut out = Neighbours { k, distances: Vec::with_capacity(first.ids.len()), ids: Vec::new() };
+        for (q, query) in queries.chunks_exact(d).enumerate() {
+            let mut hits: Vec<(i64, f32)> = first.row(q).collect();
+            let mut fetched = k + 1;
+            // The last hit fetched still ties the k-th: more tied vectors may lie beyond it.
+            while k > 0 && hits.len() == fetched && fetched < total && hits[fetched - 1].1 == hits[k - 1].1 {
+                fetched = (fetched * 2).min(total);
+                hits = self.search(query, fetched)?.row(0).collect();
+            }
+            metric.sort_best(&mut hits);
+            hits.resize(k, (-1, f32::NAN));
+            for (id, s) in hits {
+                out.ids.push(id);
+                out.distances.push(s);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every vector within `radius` of each query (similarity >= radius for ip, distance < radius for l2), best
     /// first; shared like [`FaissIndex::search`].
     pub fn range_search(&self, queries: &[f32], radius: f32) -> Result<Vec<Vec<(i64, f32)>>> {
@@ -404,4 +431,57 @@ fn mmap_flags(path: &Path) -> Result<i32> {
     let fourcc = fourcc(path)?;
     let flat_codes = matches!(&fourcc, b"IxFI" | b"IxF2" | b"IxFl" | b"IxSQ" | b"IxPq" | b"IxPQ");
     Ok(if flat_codes { IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY } else { IO_FLAG_MMAP | IO_FLAG_READ_ONLY })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows `[1, 0]` (ten copies), `[0.6, 0.8]` (five), `[0, 1]` (one), interleaved so that ids of equal rows are
+    /// spread over the index as duplicates are in a real dataset.
+    fn rows() -> Vec<[f32; 2]> {
+        (0..16)
+            .map(|i| {
+                if i % 3 == 2 && i < 15 {
+                    [0.6, 0.8]
+                } else if i == 15 {
+                    [0.0, 1.0]
+                } else {
+                    [1.0, 0.0]
+                }
+            })
+            .collect()
+    }
+
+    fn flat(rows: &[[f32; 2]]) -> FaissIndex {
+        let mut index = FaissIndex::from_factory(2, "Flat", Metric::Ip).unwrap();
+        index.add(&rows.concat()).unwrap();
+        index
+    }
+
+    #[test]
+    fn ties_at_the_cut_keep_the_smallest_ids_whatever_the_split() {
+        let rows = rows();
+        let whole = flat(&rows);
+        let ones: Vec<i64> = (0..16).filter(|i| i % 3 != 2 && *i != 15).collect();
+        for k in [1, 3, 7, 10, 12] {
+            let found = whole.search_ties_by_id(&[1.0, 0.0], k).unwrap();
+            let ids: Vec<i64> = found.row(0).map(|(id, _)| id).collect();
+            let mut expected: Vec<i64> = ones.clone();
+            expected.extend([2, 5, 8, 11, 14]);
+            assert_eq!(ids, expected[..k], "k={k}");
+        }
+        // The same rows in two halves, searched apart and merged by (score, id), answer as the whole index.
+        let (a, b) = (flat(&rows[..7]), flat(&rows[7..]));
+        for k in [3, 8, 11] {
+            let mut merged: Vec<(i64, f32)> = a.search_ties_by_id(&[0.6, 0.8], k).unwrap().row(0).collect();
+            merged.extend(b.search_ties_by_id(&[0.6, 0.8], k).unwrap().row(0).map(|(id, s)| (id + 7, s)));
+            Metric::Ip.sort_best(&mut merged);
+            merged.truncate(k);
+            let whole: Vec<(i64, f32)> = whole.search_ties_by_id(&[0.6, 0.8], k).unwrap().row(0).collect();
+            assert_eq!(merged, whole, "k={k}");
+        }
+        // Fewer rows than k: every row, padding dropped.
+        assert_eq!(whole.search_ties_by_id(&[0.0, 1.0], 40).unwrap().row(0).count(), 16);
+    }
 }

@@ -330,7 +330,7 @@ impl LoadedIndex {
     pub fn search(&self, queries: &[f32], k: usize) -> Result<Neighbours> {
         match &self.vectors {
             Some(v) => search_reranked(&self.index, v, self.k_factor, queries, k),
-            None => self.index.search(queries, k),
+            None => self.index.search_ties_by_id(queries, k),
         }
     }
 

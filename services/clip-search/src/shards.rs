@@ -214,8 +214,9 @@ impl ShardSet {
         if merged.missing.len() == layout.len() {
             return Err(self.failed(&layout[0].url, "every shard failed"));
         }
-        // Stable: equal similarities keep shard order, then each shard's own order (ascending ids as one index).
-        merged.hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        // Equal similarities by ascending id, as one index settles them (`FaissIndex::search_ties_by_id`), so the
+        // cut at num_result_ids keeps the hits one back over the merged folder keeps.
+        merged.hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then(a.id.cmp(&b.id)));
         merged.hits.truncate(q.num_result_ids);
         Ok(merged)
     }
