@@ -12,7 +12,6 @@ use crate::{Error, Result};
 use clip_cli::values::PartitionIds;
 use clip_cli::{CommandArgs, IndexArgs, IndexCombinerArgs};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 
 /// Where the trained index and the parts of `output` go: beside it, so that serving `output` never downloads them.
@@ -39,7 +38,7 @@ pub fn train_job_name(ib: &IndexBuild) -> String {
     format!("{}-train-g{}", ib.name_any(), generation(ib))
 }
 
-/// Part `i`'s Job at `attempt` (a retry is a new Job: the failed one is deleted, its name never reused).
+/// Part `i`'s Job at `attempt` (a retry is a new Job beside the failed one, which stays for its logs).
 pub fn part_job_name(ib: &IndexBuild, i: usize, attempt: u32) -> String {
     format!("{}-part{i}-g{}-a{attempt}", ib.name_any(), generation(ib))
 }
@@ -203,7 +202,7 @@ fn total_rows(status: &IndexBuildStatus) -> u64 {
     status.parts.iter().map(|p| p.rows).sum()
 }
 
-/// Runs every part not complete yet; a failed part's Job is deleted and run again (alone) while it has retries.
+/// Runs every part not complete yet; a failed part runs again (alone, as a new Job) while it has retries.
 /// Returns whether every part is complete.
 async fn add_parts(
     ctx: &crate::context::Context,
@@ -240,11 +239,6 @@ async fn add_parts(
                     status.parts[i].phase = "Failed".into();
                     fail(status, "PartFailed", &format!("{failure}; no retries left"));
                     return Ok(false);
-                }
-                match jobs.delete(&name, &DeleteParams::background()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
                 }
                 status.parts[i].attempts = attempt + 1;
                 status.parts[i].phase = "Retrying".into();
