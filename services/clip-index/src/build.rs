@@ -133,14 +133,7 @@ pub fn build_index(
     }
     let (choice, mut index) = match &opts.trained_index {
         Some(path) => trained_start(path, n, dim)?,
-        None => {
-            let choice = match &opts.index_key {
-                Some(key) => forced_choice(key, n, dim),
-                None => choice::choose(n, dim, opts.max_index_memory)?,
-            };
-            let index = FaissIndex::from_factory(dim, &choice.factory, opts.metric)?;
-            (choice, index)
-        }
+        None => untrained_start(n, dim, opts)?,
     };
     let rerank = opts.rerank == RerankMode::Auto && choice.codec != Codec::Flat && choice.factory != "Flat";
     tracing::info!(factory = %choice.factory, rows = n, dim, estimated_bytes = choice.estimated_bytes, rerank, "index chosen");
@@ -148,16 +141,7 @@ pub fn build_index(
 
     let mut stages = crate::report::StageTimes::default();
     let stage_started = Instant::now();
-    if !index.is_trained() {
-        let rows = training_rows(&choice, n, dim, opts.current_memory_available);
-        progress.stage("training", rows as u64);
-        let mut ids: Vec<u64> = sample(&mut rng, n as usize, rows).into_iter().map(|i| i as u64).collect();
-        ids.sort_unstable();
-        let x = source.read_ids(&ids)?;
-        index.train(&x).map_err(|e| with_context(e, &choice.factory))?;
-        progress.advance(rows as u64);
-    }
-
+    train_on_sample(&mut index, &choice, source, &mut rng, opts, progress)?;
     stages.train = stage_started.elapsed().as_secs_f64();
     let q = opts.tuning_queries.min(n as usize);
     let mut query_ids: Vec<u64> = sample(&mut rng, n as usize, q).into_iter().map(|i| i as u64).collect();
@@ -262,21 +246,9 @@ pub fn train_index(
     if n == 0 {
         return Err(IndexError::invalid(&source.folder, "the embedding partitions hold no rows"));
     }
-    let choice = match &opts.index_key {
-        Some(key) => forced_choice(key, n, dim),
-        None => choice::choose(n, dim, opts.max_index_memory)?,
-    };
-    let mut index = FaissIndex::from_factory(dim, &choice.factory, opts.metric)?;
+    let (choice, mut index) = untrained_start(n, dim, opts)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
-    if !index.is_trained() {
-        let rows = training_rows(&choice, n, dim, opts.current_memory_available);
-        progress.stage("training", rows as u64);
-        let mut ids: Vec<u64> = sample(&mut rng, n as usize, rows).into_iter().map(|i| i as u64).collect();
-        ids.sort_unstable();
-        let x = source.read_ids(&ids)?;
-        index.train(&x).map_err(|e| with_context(e, &choice.factory))?;
-        progress.advance(rows as u64);
-    }
+    train_on_sample(&mut index, &choice, source, &mut rng, opts, progress)?;
     let train_seconds = started.elapsed().as_secs_f64();
     tracing::info!(factory = %choice.factory, rows = n, dim, seconds = train_seconds, "trained; written empty");
     let index_bytes = write_index(storage, &index, &folder.join(&modality.index_file()))?;
@@ -293,6 +265,40 @@ pub fn train_index(
     );
     report.stage_seconds.train = train_seconds;
     Ok(report)
+}
+
+/// The index `--index_key` names, or the one chosen for `n x dim` in the memory budget; untrained.
+fn untrained_start(n: u64, dim: usize, opts: &BuildOptions) -> Result<(IndexChoice, FaissIndex)> {
+    let choice = match &opts.index_key {
+        Some(key) => forced_choice(key, n, dim),
+        None => choice::choose(n, dim, opts.max_index_memory)?,
+    };
+    let index = FaissIndex::from_factory(dim, &choice.factory, opts.metric)?;
+    Ok((choice, index))
+}
+
+/// Trains `index` (when it needs training) on rows sampled from all of `source` by `rng`: the same draw in a single
+/// build and in `--train_only`, so that both train the same index.
+fn train_on_sample(
+    index: &mut FaissIndex,
+    choice: &IndexChoice,
+    source: &EmbeddingSource,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    opts: &BuildOptions,
+    progress: &dyn BuildProgress,
+) -> Result<()> {
+    if index.is_trained() {
+        return Ok(());
+    }
+    let n = source.rows();
+    let rows = training_rows(choice, n, source.dim, opts.current_memory_available);
+    progress.stage("training", rows as u64);
+    let mut ids: Vec<u64> = sample(rng, n as usize, rows).into_iter().map(|i| i as u64).collect();
+    ids.sort_unstable();
+    let x = source.read_ids(&ids)?;
+    index.train(&x).map_err(|e| with_context(e, &choice.factory))?;
+    progress.advance(rows as u64);
+    Ok(())
 }
 
 fn with_context(e: IndexError, factory: &str) -> IndexError {
