@@ -11,6 +11,8 @@ import numpy as np
 
 work, our_bin, n, duration = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 CONCURRENCY = [1, 32]
+# DEDUPLICATE=0 in the environment: queries without dedup, so the shards send no stored vectors (what they cost).
+DEDUPLICATE = os.environ.get("DEDUPLICATE", "1") != "0"
 LUA = """
 local bodies = {}
 for line in io.lines(os.getenv("BODIES")) do bodies[#bodies + 1] = line end
@@ -27,7 +29,7 @@ def bodies():
     with open(path, "w") as f:
         for q in np.load(f"{work}/emb/queries.npy")[:50]:
             f.write(json.dumps({"embedding_input": [round(float(x), 6) for x in q], "num_images": 40,
-                                "num_result_ids": 40, "indice_name": "bench", "deduplicate": True,
+                                "num_result_ids": 40, "indice_name": "bench", "deduplicate": DEDUPLICATE,
                                 "use_safety_model": False, "use_violence_detector": False}) + "\n")
     return path
 
@@ -123,4 +125,4 @@ for c in CONCURRENCY:
           f"{f['qps'] / s['qps']:.2f}x |")
 print(f"\npeak RSS: single {single['peak_rss_mb']:.0f} MB; front {front['peak_rss_mb']:.0f} MB, shards "
       + ", ".join(f"{m:.0f}" for m in front["shard_peak_rss_mb"]) + " MB")
-json.dump({"n": n, "single": single, "front": front}, open(f"{work}/shard_bench.json", "w"), indent=1)
+json.dump({"n": n, "deduplicate": DEDUPLICATE, "single": single, "front": front}, open(f"{work}/shard_bench.json", "w"), indent=1)

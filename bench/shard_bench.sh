@@ -3,7 +3,7 @@
 # N x 512 clustered vectors (one distributed build: `index --train_only`, 3 parts with `--trained_index_folder
 # --partition_ids`, `index_combiner`), same machine, wrk sending ClipClient-shaped embedding queries (num_images 40,
 # dedup on) at concurrency 1 and 32. The model is a 512-d stand-in (queries are embeddings: it never runs).
-#   bash bench/shard_bench.sh [N=1000000] [DURATION_S=15]
+#   bash bench/shard_bench.sh [N=1000000] [DURATION_S=15]   (DEDUPLICATE=0: queries without dedup)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 N="${1:-1000000}"; DURATION="${2:-15}"
