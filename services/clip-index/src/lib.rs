@@ -13,6 +13,7 @@ pub mod error;
 pub mod exact;
 pub mod faiss_index;
 pub mod folder;
+mod half_dot;
 pub mod merge;
 mod mmap;
 pub mod ondisk;

@@ -6,6 +6,7 @@
 
 use crate::error::{IndexError, Result};
 use crate::faiss_index::{FaissIndex, Metric, Neighbours};
+use crate::half_dot::Kernel;
 use clip_data::npy::{self, NpyDtype};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -105,16 +106,8 @@ impl StoredVectors {
         if query.len() != self.dim {
             return Err(IndexError::invalid(&self.name, format!("query has {} values, not {}", query.len(), self.dim)));
         }
-        let mut row = vec![0f32; self.dim];
-        ids.iter()
-            .map(|&id| {
-                self.row(id)?.convert_to_f32_slice(&mut row);
-                Ok(match metric {
-                    Metric::Ip => query.iter().zip(&row).map(|(a, b)| a * b).sum(),
-                    Metric::L2 => query.iter().zip(&row).map(|(a, b)| (a - b) * (a - b)).sum(),
-                })
-            })
-            .collect()
+        let kernel = Kernel::detect();
+        ids.iter().map(|&id| Ok(kernel.score(query, self.row(id)?, metric))).collect()
     }
 }
 

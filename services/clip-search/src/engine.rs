@@ -524,7 +524,8 @@ fn search_and_filter(r: &IndexResource, q: &KnnQuery, query: &[f32]) -> Result<(
             out.insert("id".into(), Value::from(id));
             out.insert("similarity".into(), Value::from(similarity as f64));
             if let Some(v) = vector.filter(|_| q.return_vectors) {
-                out.insert(crate::shards::VECTOR_FIELD.into(), Value::from(crate::shards::encode_vector(v)));
+                let (field, text) = crate::shards::encode_vector(v);
+                out.insert(field.into(), Value::from(text));
             }
             out
         })

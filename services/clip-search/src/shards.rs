@@ -7,15 +7,19 @@
 use crate::error::{Result, SearchError};
 use crate::KnnQuery;
 use base64::Engine;
+use half::f16;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// The request field that asks a shard for the stored vectors of its results (our extension of clip-retrieval's
-/// body): each result then carries `vector`, its stored vector as base64 little-endian float32.
+/// body): each result then carries its stored vector, base64 little-endian, in [`VECTOR_F16_FIELD`] when float16
+/// holds it exactly (re-rank vectors are stored at float16) and else in [`VECTOR_FIELD`] as float32.
 pub const RETURN_VECTORS_FIELD: &str = "return_vectors";
-/// The result field holding a stored vector when [`RETURN_VECTORS_FIELD`] is set.
+/// The result field holding a stored vector as float32.
 pub const VECTOR_FIELD: &str = "vector";
+/// The result field holding a stored vector as float16: half the bytes to encode, send and decode.
+pub const VECTOR_F16_FIELD: &str = "vector_f16";
 
 /// What every call to a shard reports: `(index, shard URL, call kind, seconds, outcome)`; the server turns it into
 /// Prometheus metrics. Outcomes: `ok`, `timeout`, `error`, `refused`.
@@ -249,10 +253,12 @@ impl ShardSet {
         if local < 0 || local as u64 >= shard.rows {
             return Err(self.failed(&shard.url, format!("result id {local} is outside its {} rows", shard.rows)));
         }
-        let vector = match row.shift_remove(VECTOR_FIELD) {
-            Some(Value::String(b64)) => Some(decode_vector(&b64).ok_or_else(|| self.failed(&shard.url, "bad vector"))?),
+        let vector = match (row.shift_remove(VECTOR_FIELD), row.shift_remove(VECTOR_F16_FIELD)) {
+            (Some(Value::String(b64)), _) => Some(decode_vector(&b64, false)),
+            (_, Some(Value::String(b64))) => Some(decode_vector(&b64, true)),
             _ => None,
         };
+        let vector = vector.map(|v| v.ok_or_else(|| self.failed(&shard.url, "bad vector"))).transpose()?;
         let row = (!row.is_empty()).then_some(row);
         Ok(ShardHit { id: shard.offset as i64 + local, similarity, row, vector, shard: 0 })
     }
@@ -376,14 +382,28 @@ fn shard_of(layout: &[ShardInfo], id: u64) -> usize {
     layout.partition_point(|s| s.offset <= id).saturating_sub(1)
 }
 
-/// A stored vector as a shard sends it.
-pub fn encode_vector(v: &[f32]) -> String {
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// A stored vector as a shard sends it: the result field and its base64 text. Float16 when every value converts
+/// back unchanged (the vectors of a re-rank store), so the front decodes exactly what was stored.
+pub fn encode_vector(v: &[f32]) -> (&'static str, String) {
+    let halves: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    if halves.iter().zip(v).all(|(h, &x)| h.to_f32().to_bits() == x.to_bits()) {
+        let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+        (VECTOR_F16_FIELD, b64.encode(bytes))
+    } else {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        (VECTOR_FIELD, b64.encode(bytes))
+    }
 }
 
-fn decode_vector(b64: &str) -> Option<Vec<f32>> {
+fn decode_vector(b64: &str, f16_values: bool) -> Option<Vec<f32>> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    if f16_values {
+        if bytes.len() % 2 != 0 {
+            return None;
+        }
+        return Some(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect());
+    }
     if bytes.len() % 4 != 0 {
         return None;
     }
@@ -410,9 +430,21 @@ mod tests {
     }
 
     #[test]
-    fn vectors_round_trip_exactly() {
+    fn vectors_round_trip_exactly_at_half_size_when_float16_holds_them() {
         let v = vec![0.1f32, -3.5e-8, f32::MIN_POSITIVE, 1.0];
-        assert_eq!(decode_vector(&encode_vector(&v)).unwrap(), v);
-        assert!(decode_vector("AAA=").is_none());
+        let (field, text) = encode_vector(&v);
+        assert_eq!(field, VECTOR_FIELD, "these values need float32");
+        assert_eq!(decode_vector(&text, false).unwrap(), v);
+        let halves: Vec<f32> = [0.1f32, -0.25, 0.0, -0.0, 1e-5].iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        let (field, text) = encode_vector(&halves);
+        assert_eq!(field, VECTOR_F16_FIELD);
+        assert_eq!(text.len(), 16, "5 float16 values are 10 bytes, 16 base64 characters");
+        let back = decode_vector(&text, true).unwrap();
+        assert_eq!(
+            back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            halves.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert!(decode_vector("AAAA", false).is_none(), "3 bytes are not float32 values");
+        assert!(decode_vector("AAAA", true).is_none(), "nor float16 values");
     }
 }
