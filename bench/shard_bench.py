@@ -1,7 +1,7 @@
 """Front-over-3-shards vs one back over the merged index, side by side on one machine (from shard_bench.sh).
 
-First the single back alone, then the three shard backs and the front over them; for each, wrk at concurrency 1
-and 32 for DURATION seconds with ClipClient-shaped embedding queries (num_images 40, num_result_ids 40, dedup on)
+The single back, the three shard backs and the front over them run at once; wrk measures the single back and the
+front in alternating rounds (median of 3) at concurrency 1 and 32 for DURATION seconds each with ClipClient-shaped embedding queries (num_images 40, num_result_ids 40, dedup on)
 rotating through 50 held-out queries. Prints p50/p99 and QPS, the added latency, and peak RSS; writes JSON.
 Usage: python shard_bench.py WORK OUR_BIN N DURATION
 """
@@ -99,34 +99,56 @@ def stop(proc):
     proc.wait(timeout=30)
 
 
-def measure(name, port, body_file):
-    wrk(port, body_file, 1, 3)  # warm-up: page in the index and the re-rank vectors
-    out = {}
-    for c in CONCURRENCY:
-        r = wrk(port, body_file, c, duration)
-        out[f"c{c}"] = r
-        print(f"{name:6s} c{c:<3d} {r['qps']:8.1f} QPS  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
-              f"  errors {r['errors']}", flush=True)
-    return out
+ROUNDS = 3
+
+
+def one_round(name, port, body_file, c):
+    r = wrk(port, body_file, c, duration)
+    print(f"{name:6s} c{c:<3d} {r['qps']:8.1f} QPS  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+          f"  errors {r['errors']}", flush=True)
+    return r
+
+
+def median_of(runs):
+    return {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
 
 
 body_file = bodies()
 columns = ["url", "caption"]
+# Every process is up at once (idle ones cost no CPU), so the two sides alternate round by round under the same
+# machine noise; each figure is the median of ROUNDS rounds.
 single_proc = start("single", {"indice_folder": f"{work}/merged-{n}", "columns_to_return": columns}, 18771)
-single = measure("single", 18771, body_file)
-single["peak_rss_mb"] = peak_rss_mb(single_proc.pid)
-stop(single_proc)
-
 shards = [start(f"shard-{i}", {"indice_folder": f"{work}/part-{i}", "columns_to_return": columns}, 18781 + i)
           for i in range(3)]
 front_proc = start("front", {"shards": [f"http://127.0.0.1:{18781 + i}" for i in range(3)]}, 18772)
-front = measure("front", 18772, body_file)
+for port in (18771, 18772):
+    wrk(port, body_file, 1, 3)  # warm-up
+single, front = {}, {}
+for c in CONCURRENCY:
+    runs = {"single": [], "front": []}
+    for _ in range(ROUNDS):
+        runs["single"].append(one_round("single", 18771, body_file, c))
+        runs["front"].append(one_round("front", 18772, body_file, c))
+    single[f"c{c}"], front[f"c{c}"] = median_of(runs["single"]), median_of(runs["front"])
+# Where the added time goes: one shard alone, asked what the front asks it (no dedup; stored vectors when the
+# front's filters need them), with and without the metadata of its first 40 results.
+shard_alone = {}
+for label, num_images in [("shard alone", 40), ("shard, no metadata", 0)]:
+    path = f"{work}/shard_bodies_{num_images}.txt"
+    with open(body_file) as src, open(path, "w") as dst:
+        for line in src:
+            b = json.loads(line)
+            b.update(deduplicate=False, num_images=num_images, return_vectors=DEDUPLICATE)
+            dst.write(json.dumps(b) + "\n")
+    shard_alone[label] = median_of([one_round(label[:6], 18781, path, 1) for _ in range(ROUNDS)])
+single["peak_rss_mb"] = peak_rss_mb(single_proc.pid)
 front["peak_rss_mb"] = peak_rss_mb(front_proc.pid)
 front["shard_peak_rss_mb"] = [peak_rss_mb(p.pid) for p in shards]
-for p in [front_proc] + shards:
+for p in [single_proc, front_proc] + shards:
     stop(p)
 
 print()
+print(f"medians of {ROUNDS} alternating rounds of {duration} s")
 print("| concurrency | single p50 / p99 ms | front over 3 shards p50 / p99 ms | added p50 / p99 ms | single QPS | front QPS | QPS ratio |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for c in CONCURRENCY:
@@ -134,6 +156,8 @@ for c in CONCURRENCY:
     print(f"| {c} | {s['p50_ms']:.2f} / {s['p99_ms']:.2f} | {f['p50_ms']:.2f} / {f['p99_ms']:.2f} | "
           f"{f['p50_ms'] - s['p50_ms']:+.2f} / {f['p99_ms'] - s['p99_ms']:+.2f} | {s['qps']:.1f} | {f['qps']:.1f} | "
           f"{f['qps'] / s['qps']:.2f}x |")
+for label, r in shard_alone.items():
+    print(f"{label} (shard 0, c1): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
 print(f"\npeak RSS: single {single['peak_rss_mb']:.0f} MB; front {front['peak_rss_mb']:.0f} MB, shards "
       + ", ".join(f"{m:.0f}" for m in front["shard_peak_rss_mb"]) + " MB")
-json.dump({"n": n, "deduplicate": DEDUPLICATE, "single": single, "front": front}, open(f"{work}/shard_bench.json", "w"), indent=1)
+json.dump({"n": n, "deduplicate": DEDUPLICATE, "single": single, "front": front, "shard_alone": shard_alone}, open(f"{work}/shard_bench.json", "w"), indent=1)

@@ -8,6 +8,7 @@ use crate::error::{Result, SearchError};
 use crate::KnnQuery;
 use base64::Engine;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -84,6 +85,21 @@ pub struct ShardedHits {
     pub hits: Vec<ShardHit>,
     /// Shards left out (failed or timed out) because partial results were allowed.
     pub missing: Vec<String>,
+}
+
+/// The knn body a front sends each shard: clip-retrieval's fields, no filters (they apply across shards), and
+/// [`RETURN_VECTORS_FIELD`] when the front's filters need the stored vectors.
+#[derive(serde::Serialize)]
+struct ShardKnnBody<'a> {
+    embedding_input: &'a [f32],
+    modality: &'a str,
+    num_images: usize,
+    num_result_ids: usize,
+    indice_name: &'a str,
+    deduplicate: bool,
+    use_safety_model: bool,
+    use_violence_detector: bool,
+    return_vectors: bool,
 }
 
 /// The shards of one index.
@@ -183,20 +199,27 @@ impl ShardSet {
     pub async fn search(&self, q: &KnnQuery, query: &[f32], with_vectors: bool) -> Result<ShardedHits> {
         let layout = self.layout().await?;
         let allow_partial = q.allow_partial_results.unwrap_or(self.allow_partial_results);
-        let calls = layout.iter().enumerate().map(|(i, shard)| {
-            let mut body = json!({
-                "embedding_input": query,
-                "modality": q.modality.name(),
-                "num_images": q.num_images,
-                "num_result_ids": q.num_result_ids,
-                "indice_name": shard.indice_name,
-                "deduplicate": false,
-                "use_safety_model": false,
-                "use_violence_detector": false,
-            });
-            if with_vectors {
-                body[RETURN_VECTORS_FIELD] = Value::Bool(true);
+        // One body per distinct shard index name (usually one for all shards): the 512 floats are formatted once.
+        let mut bodies: std::collections::HashMap<&str, bytes::Bytes> = std::collections::HashMap::new();
+        for shard in layout.iter() {
+            if !bodies.contains_key(shard.indice_name.as_str()) {
+                let body = ShardKnnBody {
+                    embedding_input: query,
+                    modality: q.modality.name(),
+                    num_images: q.num_images,
+                    num_result_ids: q.num_result_ids,
+                    indice_name: &shard.indice_name,
+                    deduplicate: false,
+                    use_safety_model: false,
+                    use_violence_detector: false,
+                    return_vectors: with_vectors,
+                };
+                let bytes = serde_json::to_vec(&body).map_err(|e| SearchError::Config(format!("shard body: {e}")))?;
+                bodies.insert(shard.indice_name.as_str(), bytes.into());
             }
+        }
+        let calls = layout.iter().enumerate().map(|(i, shard)| {
+            let body = bodies[shard.indice_name.as_str()].clone();
             async move { (i, self.shard_knn(shard, body).await) }
         });
         let answers = futures::future::join_all(calls).await;
@@ -225,9 +248,9 @@ impl ShardSet {
         Ok(merged)
     }
 
-    async fn shard_knn(&self, shard: &ShardInfo, body: Value) -> Result<Vec<ShardHit>> {
+    async fn shard_knn(&self, shard: &ShardInfo, body: bytes::Bytes) -> Result<Vec<ShardHit>> {
         let started = Instant::now();
-        let answer = self.post_json(&shard.url, "/knn-service", &body).await;
+        let answer = self.post_json(&shard.url, "/knn-service", body).await;
         self.observe(&shard.url, "knn", started, &answer);
         let (rows, results) = answer?;
         if rows.is_some_and(|n| n != shard.rows) {
@@ -281,7 +304,7 @@ impl ShardSet {
             let body = json!({ "indice_name": shard.indice_name, "ids": local });
             async move {
                 let started = Instant::now();
-                let answer = self.post_json(&shard.url, "/metadata", &body).await;
+                let answer = self.post_json(&shard.url, "/metadata", body.to_string().into()).await;
                 self.observe(&shard.url, "metadata", started, &answer);
                 (s, answer)
             }
@@ -318,12 +341,12 @@ impl ShardSet {
     }
 
     /// POSTs `body`; returns the shard's row-count header (knn answers carry it) and the JSON answer.
-    async fn post_json(&self, url: &str, path: &str, body: &Value) -> Result<(Option<u64>, Value)> {
+    async fn post_json(&self, url: &str, path: &str, body: bytes::Bytes) -> Result<(Option<u64>, Value)> {
         let response = self
             .client
             .post(format!("{url}{path}"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
+            .body(body)
             .send()
             .await
             .map_err(|e| self.transport(url, e))?;
@@ -385,9 +408,13 @@ fn shard_of(layout: &[ShardInfo], id: u64) -> usize {
 /// A stored vector as a shard sends it: the result field and its base64 text. Float16 when every value converts
 /// back unchanged (the vectors of a re-rank store), so the front decodes exactly what was stored.
 pub fn encode_vector(v: &[f32]) -> (&'static str, String) {
-    let halves: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    // Slice conversions: F16C eight values at a time (per-value conversion cost more than the base64).
+    let mut halves = vec![f16::ZERO; v.len()];
+    halves.convert_from_f32_slice(v);
+    let mut back = vec![0f32; v.len()];
+    halves.convert_to_f32_slice(&mut back);
     let b64 = &base64::engine::general_purpose::STANDARD;
-    if halves.iter().zip(v).all(|(h, &x)| h.to_f32().to_bits() == x.to_bits()) {
+    if back.iter().zip(v).all(|(b, x)| b.to_bits() == x.to_bits()) {
         let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
         (VECTOR_F16_FIELD, b64.encode(bytes))
     } else {
@@ -402,7 +429,10 @@ fn decode_vector(b64: &str, f16_values: bool) -> Option<Vec<f32>> {
         if bytes.len() % 2 != 0 {
             return None;
         }
-        return Some(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect());
+        let halves: Vec<f16> = bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect();
+        let mut out = vec![0f32; halves.len()];
+        halves.convert_to_f32_slice(&mut out);
+        return Some(out);
     }
     if bytes.len() % 4 != 0 {
         return None;
