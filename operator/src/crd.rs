@@ -6,6 +6,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// core/v1 types the pod template takes as they are.
+pub mod k8s {
+    pub use k8s_openapi::api::core::v1::{
+        Affinity, LocalObjectReference, PodSecurityContext, SecurityContext, TopologySpreadConstraint, Volume,
+        VolumeMount,
+    };
+}
+
 /// The CLI's value types, shared so that a spec value is exactly a flag value.
 pub use clip_cli::{InputFormat, Modality as IndexModality};
 
@@ -46,6 +54,54 @@ pub struct Toleration {
     pub effect: Option<String>,
 }
 
+/// What a cluster requires of pods, merged onto every pod the operator builds for the resource (the fields of
+/// core/v1 PodSpec and Container they name, validated by the CRD's schema). Security: pods run restricted by
+/// default (README "Running in production"); `securityContext` / `containerSecurityContext` replace those defaults
+/// field by field, e.g. `runAsUser` where a cluster wants a fixed UID.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    /// Labels added to the pods (the operator's own labels win on a clash).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// ServiceAccount of the pods (cloud S3 credentials through IRSA or Workload Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Mount the ServiceAccount's API token (default false: no child calls the Kubernetes API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: Option<bool>,
+    /// Secrets to pull the image with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<k8s::LocalObjectReference>,
+    /// Volumes of the pods (a dataset or model cache on a PVC, a CA bundle).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<k8s::Volume>,
+    /// Where the container mounts them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<k8s::VolumeMount>,
+    /// Node and pod (anti-)affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<k8s::Affinity>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// RuntimeClass of the pods (e.g. `nvidia` for GPU runtimes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// How the pods spread over zones or nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<k8s::TopologySpreadConstraint>,
+    /// Pod security context fields replacing the restricted defaults (set fields only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<k8s::PodSecurityContext>,
+    /// Container security context fields replacing the restricted defaults (set fields only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<k8s::SecurityContext>,
+}
+
 /// Where and how the pods run.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -67,6 +123,9 @@ pub struct Placement {
     /// A Secret whose keys become environment variables (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_from_secret: Option<String>,
+    /// Pod settings a cluster requires: service account, pull secrets, volumes, affinity, security, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
 }
 
 /// A status condition (Kubernetes conventions: type, status, reason, message, time).

@@ -269,10 +269,7 @@ fn template(
     partition: Option<u32>,
     container: k8s_openapi::api::core::v1::Container,
 ) -> PodTemplateSpec {
-    PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: Some(labels(ej, partition)), ..Default::default() }),
-        spec: Some(pods::pod_spec(&ej.spec.placement, container, Some("Never"))),
-    }
+    pods::pod_template(&ej.spec.placement, labels(ej, partition), BTreeMap::new(), container, Some("Never"))
 }
 
 fn job(ej: &EmbeddingJob, partition: Option<u32>, spec: JobSpec) -> Result<Job> {

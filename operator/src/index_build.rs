@@ -9,7 +9,6 @@ use crate::status::set_condition;
 use crate::{Error, Result};
 use clip_cli::{CommandArgs, IndexArgs};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -226,10 +225,7 @@ pub fn index_job(ib: &IndexBuild, name: &str, args: Vec<String>) -> Result<Job> 
         },
         spec: Some(JobSpec {
             backoff_limit: Some(2),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
-                spec: Some(pods::pod_spec(&ib.spec.placement, container, Some("Never"))),
-            },
+            template: pods::pod_template(&ib.spec.placement, labels, BTreeMap::new(), container, Some("Never")),
             ..Default::default()
         }),
         status: None,

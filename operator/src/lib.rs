@@ -16,6 +16,7 @@ pub mod http;
 pub mod index_build;
 pub mod leader;
 pub mod metrics;
+pub mod pod_security;
 pub mod pods;
 pub mod run;
 pub mod search_deployment;

@@ -1,12 +1,16 @@
 //! The container every child runs: the `clip-retrieval` binary of the user's image with the subcommand's arguments,
-//! the placement (resources, node selection, tolerations) and environment of the resource.
+//! the placement (resources, node selection, tolerations) and environment of the resource, and the pod around it:
+//! restricted by default (Pod Security "restricted": non-root, RuntimeDefault seccomp, no capabilities, no
+//! privilege escalation; also a read-only root filesystem and no API token), with the user's `podTemplate` merged on.
 
-use crate::crd::Placement;
+use crate::crd::{Placement, PodTemplate};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerStateTerminated, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec,
-    ResourceRequirements, SecretEnvSource, Toleration,
+    Capabilities, Container, ContainerStateTerminated, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
+    ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
 /// The binary every container runs (its command line is the operator's contract with the images).
@@ -62,10 +66,86 @@ fn resources(placement: &Placement) -> Option<ResourceRequirements> {
     })
 }
 
-/// A pod spec around `container` with `placement`'s node selection.
-pub fn pod_spec(placement: &Placement, container: Container, restart_policy: Option<&str>) -> PodSpec {
-    PodSpec {
-        containers: vec![container],
+/// Writable places under a read-only root filesystem: an emptyDir each, unless the pod template mounts a volume
+/// there. `HOME` points at the cache, where model and index copies go (`~/.cache/clip-retrieval`).
+pub const SCRATCH: [(&str, &str); 2] = [("scratch-tmp", "/tmp"), ("scratch-cache", "/var/cache/clip-retrieval")];
+
+/// A pod template: `labels` (the operator's, which win over the user's) and `annotations` on the metadata, and
+/// the pod spec of [`pod_spec`].
+pub fn pod_template(
+    placement: &Placement,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    container: Container,
+    restart_policy: Option<&str>,
+) -> PodTemplateSpec {
+    let user = placement.pod_template.clone().unwrap_or_default();
+    let mut all_labels = user.labels.clone();
+    all_labels.extend(labels);
+    let mut all_annotations = user.annotations.clone();
+    all_annotations.extend(annotations);
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(all_labels),
+            annotations: (!all_annotations.is_empty()).then_some(all_annotations),
+            ..Default::default()
+        }),
+        spec: Some(pod_spec(placement, container, restart_policy)),
+    }
+}
+
+/// The restricted pod security context, with the user's set fields over it.
+fn pod_security(user: Option<&PodSecurityContext>) -> PodSecurityContext {
+    let mut sc = user.cloned().unwrap_or_default();
+    sc.run_as_non_root.get_or_insert(true);
+    sc.seccomp_profile.get_or_insert(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() });
+    sc
+}
+
+/// The restricted container security context, with the user's set fields over it.
+fn container_security(user: Option<&SecurityContext>) -> SecurityContext {
+    let mut sc = user.cloned().unwrap_or_default();
+    sc.allow_privilege_escalation.get_or_insert(false);
+    sc.privileged.get_or_insert(false);
+    sc.read_only_root_filesystem.get_or_insert(true);
+    sc.run_as_non_root.get_or_insert(true);
+    sc.capabilities.get_or_insert(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() });
+    sc
+}
+
+/// The container's security context, scratch mounts and environment, and the pod's user volumes and mounts.
+fn apply_template(user: &PodTemplate, container: &mut Container, pod: &mut PodSpec) {
+    container.security_context = Some(container_security(user.container_security_context.as_ref()));
+    let mut mounts = container.volume_mounts.take().unwrap_or_default();
+    mounts.extend(user.volume_mounts.iter().cloned());
+    let mut volumes = pod.volumes.take().unwrap_or_default();
+    volumes.extend(user.volumes.iter().cloned());
+    for (name, path) in SCRATCH {
+        if mounts.iter().any(|m| m.mount_path.trim_end_matches('/') == path) {
+            continue;
+        }
+        mounts.push(VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() });
+        volumes.push(Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
+    let env = container.env.get_or_insert_with(Vec::new);
+    for (name, value) in [("HOME", SCRATCH[1].1), ("TMPDIR", SCRATCH[0].1)] {
+        if !env.iter().any(|e| e.name == name) {
+            env.push(EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() });
+        }
+    }
+    container.volume_mounts = Some(mounts);
+    pod.volumes = Some(volumes);
+}
+
+/// A pod spec around `container` with `placement`'s node selection and pod template, restricted by default.
+/// Volumes and mounts the caller set on `container` before are kept (the user's are added after them).
+pub fn pod_spec(placement: &Placement, mut container: Container, restart_policy: Option<&str>) -> PodSpec {
+    let user = placement.pod_template.clone().unwrap_or_default();
+    let mut pod = PodSpec {
         restart_policy: restart_policy.map(String::from),
         node_selector: (!placement.node_selector.is_empty()).then(|| placement.node_selector.clone()),
         tolerations: (!placement.tolerations.is_empty()).then(|| {
@@ -81,8 +161,20 @@ pub fn pod_spec(placement: &Placement, container: Container, restart_policy: Opt
                 })
                 .collect()
         }),
+        service_account_name: user.service_account_name.clone(),
+        automount_service_account_token: Some(user.automount_service_account_token.unwrap_or(false)),
+        image_pull_secrets: (!user.image_pull_secrets.is_empty()).then(|| user.image_pull_secrets.clone()),
+        affinity: user.affinity.clone(),
+        priority_class_name: user.priority_class_name.clone(),
+        runtime_class_name: user.runtime_class_name.clone(),
+        topology_spread_constraints: (!user.topology_spread_constraints.is_empty())
+            .then(|| user.topology_spread_constraints.clone()),
+        security_context: Some(pod_security(user.security_context.as_ref())),
         ..Default::default()
-    }
+    };
+    apply_template(&user, &mut container, &mut pod);
+    pod.containers = vec![container];
+    pod
 }
 
 /// An environment variable read from the pod's own annotation (downward API).

@@ -389,25 +389,22 @@ pub fn back_deployment(
         read_only: Some(true),
         ..Default::default()
     }]);
-    let mut pod = pods::pod_spec(&spec.placement, container, None);
-    pod.volumes = Some(vec![Volume {
-        name: "indices".into(),
-        config_map: Some(ConfigMapVolumeSource { name: config.to_string(), ..Default::default() }),
-        ..Default::default()
-    }]);
+    let mut template = pods::pod_template(&spec.placement, labels.clone(), annotations, container, None);
+    let pod = template.spec.as_mut().expect("pod_template sets a spec");
+    pod.volumes.get_or_insert_with(Vec::new).insert(
+        0,
+        Volume {
+            name: "indices".into(),
+            config_map: Some(ConfigMapVolumeSource { name: config.to_string(), ..Default::default() }),
+            ..Default::default()
+        },
+    );
     Ok(Deployment {
         metadata: meta_with(sd, name, labels.clone())?,
         spec: DeploymentSpec {
             replicas,
             selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
-            template: k8s_openapi::api::core::v1::PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(annotations),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
+            template,
             ..Default::default()
         },
         status: None,

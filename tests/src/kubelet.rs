@@ -99,6 +99,7 @@ impl ProcessKubelet {
         let mut env = self.env(pod, c, &namespace).await?;
         // Paths inside the "container" -> the pod's folder.
         let mut rewrites: Vec<(String, String)> = Vec::new();
+        let mut scratch: Vec<(String, String)> = Vec::new();
         for mount in c.volume_mounts.clone().unwrap_or_default() {
             let volume = spec.volumes.iter().flatten().find(|v| v.name == mount.name).ok_or("volume of a mount")?;
             let local = dir.join(format!("volume-{}", mount.name));
@@ -113,11 +114,25 @@ impl ProcessKubelet {
                     std::fs::write(local.join(k), v).map_err(|e| e.to_string())?;
                 }
             }
-            rewrites.push((mount.mount_path.clone(), local.display().to_string()));
+            // An emptyDir at /tmp must not capture the host paths under /tmp that tests pass in args (a real
+            // pod would not see those at all): emptyDirs move only env values (HOME, TMPDIR).
+            if volume.empty_dir.is_some() {
+                scratch.push((mount.mount_path.clone(), local.display().to_string()));
+            } else {
+                rewrites.push((mount.mount_path.clone(), local.display().to_string()));
+            }
         }
         let termination = dir.join("termination-log");
         let termination_path = c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
         rewrites.push((termination_path, termination.display().to_string()));
+        // Env values naming a mounted path (HOME, TMPDIR on the scratch emptyDirs) point into the pod's folder too.
+        for value in env.values_mut() {
+            for (from, to) in rewrites.iter().chain(&scratch) {
+                if value == from || value.starts_with(&format!("{from}/")) {
+                    *value = value.replacen(from.as_str(), to, 1);
+                }
+            }
+        }
         let container_port = c.ports.as_ref().and_then(|p| p.first()).map(|p| p.container_port);
         let port = container_port.map(|_| free_port());
         let mut args: Vec<String> = c.args.clone().unwrap_or_default().iter().map(|a| expand(a, &env)).collect();
@@ -152,7 +167,7 @@ impl ProcessKubelet {
         env.entry("ORT_DYLIB_PATH".into())
             .or_insert_with(|| root.join(".cache/onnxruntime/libonnxruntime.so.1.32.0").display().to_string());
         env.entry("CLIP_RETRIEVAL_MODEL".into()).or_insert_with(|| crate::shipped_model().display().to_string());
-        env.insert("HOME".into(), dir.display().to_string());
+        env.entry("HOME".into()).or_insert_with(|| dir.display().to_string());
         env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
         let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
         let child = Command::new(&program)
