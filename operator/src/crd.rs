@@ -30,9 +30,12 @@ pub struct PodResources {
     pub gpu: u32,
     /// CPU request and limit, in Kubernetes quantity syntax (`2`, `500m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|[eE][0-9]+)?$"))]
     pub cpu: Option<String>,
-    /// Memory request and limit (`4Gi`).
+    /// Memory request and limit, a Kubernetes quantity: `16Gi` is 16 x 2^30 bytes, `16G` 16 x 10^9 (the pods'
+    /// flags get the exact bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][0-9]+)?$"))]
     pub memory: Option<String>,
 }
 

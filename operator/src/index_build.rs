@@ -196,10 +196,8 @@ pub fn summary_args(spec: &IndexBuildSpec, folder: &str, output: &str) -> Result
     args.no_progress = true;
     if let Some(memory) = &spec.placement.resources.memory {
         // The build sizes its training sample to the pod's memory (Kubernetes quantity -> the CLI's syntax).
-        args.current_memory_available = memory
-            .trim_end_matches('i')
-            .parse()
-            .map_err(|e| Error::InvalidSpec(format!("placement.resources.memory {e}")))?;
+        let bytes = crate::quantity::bytes(memory, "resources.memory").map_err(Error::InvalidSpec)?;
+        args.current_memory_available = clip_cli::ByteSize(bytes);
     }
     Ok(args)
 }

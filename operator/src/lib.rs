@@ -18,6 +18,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pod_security;
 pub mod pods;
+pub mod quantity;
 pub mod run;
 pub mod search_deployment;
 pub mod shard_children;

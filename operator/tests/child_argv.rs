@@ -93,6 +93,7 @@ fn every_index_build_pod_parses_to_its_spec() {
                "image": "i"}),
         json!({"embeddings": {"uri": "s3://e"}, "output": "o", "maxIndexMemoryUsage": "1.5GB",
                "modalities": ["text"], "image": "i", "resources": {"memory": "512Mi"}}),
+        json!({"embeddings": {"uri": "s3://e"}, "output": "o", "image": "i", "resources": {"memory": "16G"}}),
     ];
     for spec_json in specs {
         let ib: IndexBuild = resource("IndexBuild", spec_json.clone());
@@ -103,7 +104,11 @@ fn every_index_build_pod_parses_to_its_spec() {
         assert_eq!(a.modalities, ib.spec.modalities);
         assert_eq!(a.report_path.as_deref(), Some(std::path::Path::new("/dev/termination-log")));
         if let Some(memory) = &ib.spec.placement.resources.memory {
-            assert_eq!(a.current_memory_available.to_string(), memory.trim_end_matches('i'), "{spec_json}");
+            let bytes = clip_operator::quantity::bytes(memory, "memory").unwrap();
+            assert_eq!(a.current_memory_available.bytes(), bytes, "{spec_json}");
+            if memory == "16G" {
+                assert_eq!(bytes, 16_000_000_000, "Kubernetes' G is 10^9, not the CLI's GiB");
+            }
         }
     }
 }
