@@ -24,6 +24,8 @@ pub struct Context {
     pub caps: Capabilities,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Consecutive reconcile failures per object (retry delays).
+    pub backoff: crate::backoff::Backoff,
     reporter: Reporter,
 }
 
@@ -31,7 +33,7 @@ impl Context {
     /// A context for `client`; `instance` names this replica in Events.
     pub fn new(client: Client, caps: Capabilities, metrics: Metrics, instance: String) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
-        Context { client, caps, metrics, reporter }
+        Context { client, caps, metrics, backoff: Default::default(), reporter }
     }
 
     /// Creates or updates `child` (server-side apply, forced: the operator owns these fields).

@@ -35,17 +35,17 @@ fn generation(ib: &IndexBuild) -> i64 {
 
 /// The training Job of this spec generation.
 pub fn train_job_name(ib: &IndexBuild) -> String {
-    format!("{}-train-g{}", ib.name_any(), generation(ib))
+    crate::names::child(&ib.name_any(), &format!("-train-g{}", generation(ib)))
 }
 
 /// Part `i`'s Job at `attempt` (a retry is a new Job beside the failed one, which stays for its logs).
 pub fn part_job_name(ib: &IndexBuild, i: usize, attempt: u32) -> String {
-    format!("{}-part{i}-g{}-a{attempt}", ib.name_any(), generation(ib))
+    crate::names::child(&ib.name_any(), &format!("-part{i}-g{}-a{attempt}", generation(ib)))
 }
 
 /// The merge Job of this spec generation.
 pub fn merge_job_name(ib: &IndexBuild) -> String {
-    format!("{}-merge-g{}", ib.name_any(), generation(ib))
+    crate::names::child(&ib.name_any(), &format!("-merge-g{}", generation(ib)))
 }
 
 /// `index --train_only` into the trained folder.

@@ -38,7 +38,10 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let jobs = jobs_api.list(&ListParams::default().labels(&format!("{LABEL}={}", ej.name_any()))).await?.items;
+    let jobs = jobs_api
+        .list(&ListParams::default().labels(&format!("{LABEL}={}", crate::names::label_value(&ej.name_any()))))
+        .await?
+        .items;
     let indexed = ctx.caps.indexed_jobs_per_index_backoff;
     let mut status = old.clone();
     status.partitions_total = ej.spec.partitions;
@@ -76,11 +79,12 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
     })
 }
 
-/// Retries a failed reconcile with a short back-off, counting the error.
+/// Retries a failed reconcile after an exponential back-off (5 s doubling to 5 min), counting the error.
 pub fn error_policy(ej: Arc<EmbeddingJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %ej.name_any(), %error, "EmbeddingJob reconcile failed");
+    let (wait, failures) = ctx.backoff.failed(&crate::backoff::key(ej.as_ref()));
+    tracing::warn!(name = %ej.name_any(), %error, failures, retry_in_s = wait.as_secs(), "EmbeddingJob reconcile failed");
     ctx.metrics.error(KIND, error);
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(wait)
 }
 
 /// Per-partition Jobs: adds finished partitions to `succeeded`; returns the failed ones and how many run.
@@ -200,8 +204,8 @@ async fn announce(
 /// Name of the Job of `partition` (or of the Indexed Job when `indexed`).
 pub fn job_name(ej: &EmbeddingJob, partition: Option<u32>, indexed: bool) -> String {
     match partition {
-        Some(p) if !indexed => format!("{}-p{p}", ej.name_any()),
-        _ => format!("{}-inference", ej.name_any()),
+        Some(p) if !indexed => crate::names::child(&ej.name_any(), &format!("-p{p}")),
+        _ => crate::names::child(&ej.name_any(), "-inference"),
     }
 }
 
@@ -226,8 +230,10 @@ pub fn inference_args(spec: &EmbeddingJobSpec, partition: Option<u32>) -> Vec<St
 }
 
 fn labels(ej: &EmbeddingJob, partition: Option<u32>) -> BTreeMap<String, String> {
-    let mut labels =
-        BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (LABEL.to_string(), ej.name_any())]);
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (LABEL.to_string(), crate::names::label_value(&ej.name_any())),
+    ]);
     if let Some(p) = partition {
         labels.insert(PARTITION_LABEL.into(), p.to_string());
     }

@@ -73,11 +73,12 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
     })
 }
 
-/// Retries a failed reconcile with a short back-off, counting the error.
+/// Retries a failed reconcile after an exponential back-off (5 s doubling to 5 min), counting the error.
 pub fn error_policy(ib: Arc<IndexBuild>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %ib.name_any(), %error, "IndexBuild reconcile failed");
+    let (wait, failures) = ctx.backoff.failed(&crate::backoff::key(ib.as_ref()));
+    tracing::warn!(name = %ib.name_any(), %error, failures, retry_in_s = wait.as_secs(), "IndexBuild reconcile failed");
     ctx.metrics.error(KIND, error);
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(wait)
 }
 
 /// Marks the build Failed with `reason`.
@@ -177,7 +178,7 @@ fn summary(status: &IndexBuildStatus) -> String {
 
 /// Name of the build Job of the current spec generation.
 pub fn job_name(ib: &IndexBuild) -> String {
-    format!("{}-build-g{}", ib.name_any(), ib.metadata.generation.unwrap_or(0))
+    crate::names::child(&ib.name_any(), &format!("-build-g{}", ib.metadata.generation.unwrap_or(0)))
 }
 
 /// The `clip-retrieval index` arguments.
@@ -209,8 +210,10 @@ pub fn build_job(ib: &IndexBuild, folder: &str) -> Result<Job> {
 
 /// A Job `name` of the IndexBuild running `clip-retrieval <args>`, its summary read from the termination message.
 pub fn index_job(ib: &IndexBuild, name: &str, args: Vec<String>) -> Result<Job> {
-    let labels =
-        BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (LABEL.to_string(), ib.name_any())]);
+    let labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (LABEL.to_string(), crate::names::label_value(&ib.name_any())),
+    ]);
     let mut container = pods::container("index", &ib.spec.placement, args, vec![]);
     container.termination_message_path = Some(REPORT_PATH.into());
     Ok(Job {

@@ -4,6 +4,7 @@
 //!
 //! Supported API servers: Kubernetes 1.20 (CI's) to current; see [`capabilities`] for what differs.
 
+pub mod backoff;
 pub mod capabilities;
 pub mod context;
 pub mod crd;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod index_build;
 pub mod leader;
 pub mod metrics;
+pub mod names;
 pub mod pod_security;
 pub mod pods;
 pub mod quantity;

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -145,7 +145,7 @@ async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>,
     let embedding_jobs = Controller::new(api::<EmbeddingJob>(&client, namespace), all.clone())
         .owns(api::<Job>(&client, namespace), children.clone())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(embedding_job::reconcile, embedding_job::error_policy, ctx.clone())
+        .run(|o, c| reset_on_success(o, c, embedding_job::reconcile), embedding_job::error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let builds = Controller::new(api::<IndexBuild>(&client, namespace), all.clone());
@@ -156,7 +156,7 @@ async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>,
             referencing(&build_store.state(), &ej, |ib: &IndexBuild| ib.spec.embeddings.embedding_job.clone())
         })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(index_build::reconcile, index_build::error_policy, ctx.clone())
+        .run(|o, c| reset_on_success(o, c, index_build::reconcile), index_build::error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let searches = Controller::new(api::<SearchDeployment>(&client, namespace), all.clone());
@@ -172,10 +172,25 @@ async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>,
             })
         })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(search_deployment::reconcile, search_deployment::error_policy, ctx)
+        .run(|o, c| reset_on_success(o, c, search_deployment::reconcile), search_deployment::error_policy, ctx)
         .for_each(|_| async {});
 
     tokio::join!(embedding_jobs, index_builds, search_deployments);
+}
+
+/// Runs `reconcile`; a success forgets the object's failures, so its next error waits the first delay again.
+async fn reset_on_success<K, F, Fut>(obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> crate::Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<Action>>,
+{
+    let key = crate::backoff::key(obj.as_ref());
+    let result = reconcile(obj, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
 }
 
 /// The objects of `store` in `target`'s namespace whose `reference` names `target`.

@@ -85,11 +85,12 @@ pub async fn reconcile(sd: Arc<SearchDeployment>, ctx: Arc<Context>) -> Result<A
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Retries a failed reconcile with a short back-off, counting the error.
+/// Retries a failed reconcile after an exponential back-off (5 s doubling to 5 min), counting the error.
 pub fn error_policy(sd: Arc<SearchDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %sd.name_any(), %error, "SearchDeployment reconcile failed");
+    let (wait, failures) = ctx.backoff.failed(&crate::backoff::key(sd.as_ref()));
+    tracing::warn!(name = %sd.name_any(), %error, failures, retry_in_s = wait.as_secs(), "SearchDeployment reconcile failed");
     ctx.metrics.error(KIND, error);
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(wait)
 }
 
 /// What the schema cannot check, then each index's folder and version (an IndexBuild's last completion).
@@ -173,7 +174,7 @@ async fn apply_children(
     ctx.apply(namespace, &config_map(sd, indices, shards)?).await?;
     let deployment = ctx.apply(namespace, &deployment(sd, indices)?).await?;
     ctx.apply(namespace, &service(sd)?).await?;
-    let hpa_name = sd.name_any();
+    let hpa_name = child_name(sd);
     let (hpa_resource, hpa) = hpa(sd, ctx.caps.hpa_api_version())?;
     let hpas: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &hpa_resource);
     match hpa {
@@ -187,7 +188,7 @@ async fn apply_children(
         Some(obj) => {
             ctx.apply(namespace, &obj).await?;
         }
-        None => delete_if_present(&ingresses, &sd.name_any()).await?,
+        None => delete_if_present(&ingresses, &child_name(sd)).await?,
     }
     Ok(deployment)
 }
@@ -268,7 +269,7 @@ async fn announce(
 
 /// `http://<name>.<namespace>.svc:<port>`, and the Ingress URL when there is one.
 fn endpoint(sd: &SearchDeployment) -> String {
-    let service = format!("http://{}.{}.svc:{}", sd.name_any(), sd.namespace().unwrap_or_default(), sd.spec.port);
+    let service = format!("http://{}.{}.svc:{}", child_name(sd), sd.namespace().unwrap_or_default(), sd.spec.port);
     match &sd.spec.ingress {
         Some(i) => {
             let scheme = if i.tls_secret_name.is_some() { "https" } else { "http" };
@@ -278,11 +279,17 @@ fn endpoint(sd: &SearchDeployment) -> String {
     }
 }
 
+/// The name of the front's Deployment, Service, HPA and Ingress, and the label value naming `sd` (the resource's
+/// name, cut to 63 characters with a tag when longer).
+pub fn child_name(sd: &SearchDeployment) -> String {
+    crate::names::label_value(&sd.name_any())
+}
+
 fn labels(sd: &SearchDeployment) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         ("app.kubernetes.io/name".to_string(), "clip-retrieval-back".to_string()),
-        (LABEL.to_string(), sd.name_any()),
+        (LABEL.to_string(), child_name(sd)),
     ])
 }
 
@@ -321,7 +328,7 @@ pub fn config_map(
             (n.clone(), entry)
         })
         .collect();
-    config_map_of(sd, format!("{}-indices", sd.name_any()), labels(sd), &serde_json::Value::Object(paths))
+    config_map_of(sd, crate::names::child(&sd.name_any(), "-indices"), labels(sd), &serde_json::Value::Object(paths))
 }
 
 /// A ConfigMap `name` holding `indices_paths.json`.
@@ -353,8 +360,8 @@ pub fn deployment(sd: &SearchDeployment, indices: &BTreeMap<String, (String, Str
     let spec = &sd.spec;
     let replicas = spec.autoscaling.is_none().then_some(spec.replicas as i32);
     let annotations = BTreeMap::from([(VERSIONS_ANNOTATION.to_string(), versions(indices))]);
-    let config = format!("{}-indices", sd.name_any());
-    back_deployment(sd, sd.name_any(), labels(sd), &config, replicas, annotations)
+    let config = crate::names::child(&sd.name_any(), "-indices");
+    back_deployment(sd, child_name(sd), labels(sd), &config, replicas, annotations)
 }
 
 /// A Deployment `name` of `back` pods labelled `labels`, reading `indices_paths.json` from ConfigMap `config`.
@@ -413,7 +420,7 @@ pub fn back_deployment(
 
 /// The ClusterIP Service in front of the pods.
 pub fn service(sd: &SearchDeployment) -> Result<Service> {
-    back_service(sd, sd.name_any(), labels(sd))
+    back_service(sd, child_name(sd), labels(sd))
 }
 
 /// A ClusterIP Service `name` on the spec's port, selecting pods labelled `labels`.
@@ -438,7 +445,7 @@ pub fn back_service(sd: &SearchDeployment, name: String, labels: BTreeMap<String
 /// The HPA (None without autoscaling) as a dynamic object of `api_version`: autoscaling/v2 and v2beta2 have the
 /// same fields for a CPU utilisation target.
 pub fn hpa(sd: &SearchDeployment, api_version: &str) -> Result<(ApiResource, Option<DynamicObject>)> {
-    hpa_of(sd, api_version, sd.name_any(), labels(sd), sd.spec.autoscaling.as_ref())
+    hpa_of(sd, api_version, child_name(sd), labels(sd), sd.spec.autoscaling.as_ref())
 }
 
 /// The HPA `name` scaling Deployment `name` as `autoscaling` says (None without it).
@@ -472,13 +479,13 @@ pub fn ingress(sd: &SearchDeployment) -> Result<Option<Ingress>> {
     let Some(i) = &sd.spec.ingress else { return Ok(None) };
     let backend = IngressBackend {
         service: Some(IngressServiceBackend {
-            name: sd.name_any(),
+            name: child_name(sd),
             port: Some(ServiceBackendPort { number: Some(sd.spec.port as i32), ..Default::default() }),
         }),
         ..Default::default()
     };
     Ok(Some(Ingress {
-        metadata: meta(sd, sd.name_any())?,
+        metadata: meta(sd, child_name(sd))?,
         spec: Some(IngressSpec {
             ingress_class_name: i.class_name.clone(),
             rules: Some(vec![IngressRule {

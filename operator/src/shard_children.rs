@@ -26,8 +26,7 @@ pub const GENERATION_LABEL: &str = "clip-retrieval.io/shard-generation";
 
 /// An 8-hex-digit tag of `version` (FNV-1a: stable across builds of the operator, unlike std's hasher).
 pub fn version_tag(version: &str) -> String {
-    let hash = version.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-    format!("{:08x}", hash as u32)
+    crate::names::tag(version)
 }
 
 /// Shard `i` of `index` at `version`: a DNS-1035 name (lowercase, `-`, at most 63 characters, ending with the
@@ -57,7 +56,7 @@ fn labels(sd: &SearchDeployment, name: &str, version: &str) -> BTreeMap<String, 
     BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         ("app.kubernetes.io/name".to_string(), "clip-retrieval-shard".to_string()),
-        (SHARD_OF_LABEL.to_string(), sd.name_any()),
+        (SHARD_OF_LABEL.to_string(), crate::names::label_value(&sd.name_any())),
         (SHARD_LABEL.to_string(), name.to_string()),
         (GENERATION_LABEL.to_string(), version_tag(version)),
     ])
@@ -73,7 +72,7 @@ pub fn shard_objects(
 ) -> Result<(ConfigMap, Deployment, Service)> {
     let name = shard_name(sd, index, version, i);
     let labels = labels(sd, &name, version);
-    let config_name = format!("{name}-indices");
+    let config_name = crate::names::child(&name, "-indices");
     let config = config_map_of(sd, config_name.clone(), labels.clone(), &serde_json::json!({ index: folder }))?;
     let replicas = sd.spec.shard_autoscaling.is_none().then_some(sd.spec.shard_replicas as i32);
     let annotations = BTreeMap::from([(VERSIONS_ANNOTATION.to_string(), format!("{index}={version}#{i}"))]);
@@ -126,7 +125,8 @@ pub async fn remove_stale(
         .iter()
         .flat_map(|(index, parts)| (0..parts.len()).map(|i| shard_name(sd, index, &indices[index].1, i)))
         .collect();
-    let selector = ListParams::default().labels(&format!("{SHARD_OF_LABEL}={}", sd.name_any()));
+    let selector =
+        ListParams::default().labels(&format!("{SHARD_OF_LABEL}={}", crate::names::label_value(&sd.name_any())));
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
     let configs: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
@@ -138,7 +138,7 @@ pub async fn remove_stale(
         tracing::info!(shard = %name, "deleting a shard of a generation the front no longer serves");
         delete_if_present(&deployments, &name).await?;
         delete_if_present(&services, &name).await?;
-        delete_if_present(&configs, &format!("{name}-indices")).await?;
+        delete_if_present(&configs, &crate::names::child(&name, "-indices")).await?;
     }
     Ok(())
 }

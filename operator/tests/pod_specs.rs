@@ -140,3 +140,60 @@ fn the_pod_template_reaches_every_pod() {
         assert!(volumes.iter().any(|v| v.name == "scratch-tmp"), "{name}");
     }
 }
+
+/// Every name and label value the operator writes, for resources with the longest names Kubernetes allows (253
+/// characters): each within 63, so the API server accepts the child instead of refusing it on every retry.
+#[test]
+fn children_of_resources_with_long_names_fit_the_63_character_limits() {
+    let long = "a".repeat(253);
+    let named = |kind: &str, spec: Value| -> Value {
+        json!({"apiVersion": "clip-retrieval.io/v1alpha1", "kind": kind,
+               "metadata": {"name": long, "namespace": "ns", "uid": "uid-1", "generation": 2}, "spec": spec})
+    };
+    let ej: EmbeddingJob = serde_json::from_value(named(
+        "EmbeddingJob",
+        json!({"input": "s3://d/x", "output": "s3://d/emb", "partitions": 4, "image": "i"}),
+    ))
+    .unwrap();
+    let ib: IndexBuild = serde_json::from_value(named(
+        "IndexBuild",
+        json!({"embeddings": {"uri": "s3://d/emb"}, "output": "s3://d/idx", "shards": 3, "image": "i"}),
+    ))
+    .unwrap();
+    let sd: SearchDeployment = serde_json::from_value(named(
+        "SearchDeployment",
+        json!({"indices": {"a": {"indexBuild": "idx", "sharded": true}}, "image": "i",
+               "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+               "ingress": {"host": "search.example.com"}}),
+    ))
+    .unwrap();
+    let mut metas = vec![
+        embedding_job::partition_job(&ej, 99_999).unwrap().metadata,
+        embedding_job::indexed_job(&ej).unwrap().metadata,
+        index_build::build_job(&ib, "s3://d/emb").unwrap().metadata,
+    ];
+    for name in [
+        clip_operator::distributed_build::train_job_name(&ib),
+        clip_operator::distributed_build::part_job_name(&ib, 999, 20),
+        clip_operator::distributed_build::merge_job_name(&ib),
+    ] {
+        metas.push(index_build::index_job(&ib, &name, vec![]).unwrap().metadata);
+    }
+    let indices = BTreeMap::from([("a".to_string(), ("s3://x".to_string(), "v1".to_string()))]);
+    let shards = BTreeMap::from([("a".to_string(), vec!["p0".to_string()])]);
+    metas.push(search_deployment::deployment(&sd, &indices).unwrap().metadata);
+    metas.push(search_deployment::service(&sd).unwrap().metadata);
+    metas.push(search_deployment::config_map(&sd, &indices, &shards).unwrap().metadata);
+    metas.push(search_deployment::ingress(&sd).unwrap().unwrap().metadata);
+    let (config, shard, service) = shard_children::shard_objects(&sd, "a", "v1", 0, "s3://x-parts/0").unwrap();
+    metas.extend([config.metadata, shard.metadata, service.metadata]);
+    let jobs: std::collections::BTreeSet<_> = metas[..6].iter().map(|m| m.name.clone()).collect();
+    assert_eq!(jobs.len(), 6, "the Jobs stay distinct: {jobs:?}");
+    for meta in &metas {
+        let name = meta.name.clone().unwrap();
+        assert!(name.len() <= 63, "{name} ({} characters)", name.len());
+        for (k, v) in meta.labels.iter().flatten() {
+            assert!(v.len() <= 63, "label {k}={v} ({} characters)", v.len());
+        }
+    }
+}
