@@ -70,8 +70,8 @@ fn resources(placement: &Placement) -> Option<ResourceRequirements> {
 /// there. `HOME` points at the cache, where model and index copies go (`~/.cache/clip-retrieval`).
 pub const SCRATCH: [(&str, &str); 2] = [("scratch-tmp", "/tmp"), ("scratch-cache", "/var/cache/clip-retrieval")];
 
-/// A pod template: `labels` (the operator's, which win over the user's) and `annotations` on the metadata, and
-/// the pod spec of [`pod_spec`].
+/// A pod template: `labels` (the operator's, which win over the user's) and `annotations` on the metadata, and a
+/// pod spec around `container` with `placement`'s node selection and pod template, restricted by default.
 pub fn pod_template(
     placement: &Placement,
     labels: BTreeMap<String, String>,
@@ -90,7 +90,7 @@ pub fn pod_template(
             annotations: (!all_annotations.is_empty()).then_some(all_annotations),
             ..Default::default()
         }),
-        spec: Some(pod_spec(placement, container, restart_policy)),
+        spec: Some(pod_spec(placement, &user, container, restart_policy)),
     }
 }
 
@@ -141,10 +141,14 @@ fn apply_template(user: &PodTemplate, container: &mut Container, pod: &mut PodSp
     pod.volumes = Some(volumes);
 }
 
-/// A pod spec around `container` with `placement`'s node selection and pod template, restricted by default.
-/// Volumes and mounts the caller set on `container` before are kept (the user's are added after them).
-pub fn pod_spec(placement: &Placement, mut container: Container, restart_policy: Option<&str>) -> PodSpec {
-    let user = placement.pod_template.clone().unwrap_or_default();
+/// The pod spec of [`pod_template`], `user` being `placement`'s pod template. Volumes and mounts the caller set on
+/// `container` before are kept (the user's are added after them).
+fn pod_spec(
+    placement: &Placement,
+    user: &PodTemplate,
+    mut container: Container,
+    restart_policy: Option<&str>,
+) -> PodSpec {
     let mut pod = PodSpec {
         restart_policy: restart_policy.map(String::from),
         node_selector: (!placement.node_selector.is_empty()).then(|| placement.node_selector.clone()),
@@ -172,7 +176,7 @@ pub fn pod_spec(placement: &Placement, mut container: Container, restart_policy:
         security_context: Some(pod_security(user.security_context.as_ref())),
         ..Default::default()
     };
-    apply_template(&user, &mut container, &mut pod);
+    apply_template(user, &mut container, &mut pod);
     pod.containers = vec![container];
     pod
 }
