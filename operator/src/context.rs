@@ -4,6 +4,7 @@
 use crate::capabilities::Capabilities;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -26,6 +27,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive reconcile failures per object (retry delays).
     pub backoff: crate::backoff::Backoff,
+    /// How long a pod may be stuck before its resource fails ([`crate::health`]).
+    pub stuck_pod_timeout: std::time::Duration,
     reporter: Reporter,
 }
 
@@ -33,10 +36,12 @@ impl Context {
     /// A context for `client`; `instance` names this replica in Events.
     pub fn new(client: Client, caps: Capabilities, metrics: Metrics, instance: String) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
-        Context { client, caps, metrics, backoff: Default::default(), reporter }
+        let stuck_pod_timeout = std::time::Duration::from_secs(600);
+        Context { client, caps, metrics, backoff: Default::default(), stuck_pod_timeout, reporter }
     }
 
-    /// Creates or updates `child` (server-side apply, forced: the operator owns these fields).
+    /// Creates or updates `child` (server-side apply, forced: the operator owns these fields), refusing an
+    /// existing object of that name that the child's owner does not control ([`Error::Conflict`]).
     pub async fn apply<K>(&self, namespace: &str, child: &K) -> Result<K>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -46,8 +51,18 @@ impl Context {
             + Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        Ok(api.patch(&child.name_any(), &params, &Patch::Apply(child)).await?)
+        apply_owned(&api, &K::kind(&()), child).await
+    }
+
+    /// The pods `selector` selects, assessed into `conditions` ([`crate::health::assess`]).
+    pub async fn assess_pods(
+        &self,
+        namespace: &str,
+        selector: &str,
+        conditions: &mut Vec<crate::crd::Condition>,
+    ) -> Result<crate::health::Verdict> {
+        let stuck = crate::health::stuck_pod(&self.client, namespace, selector).await?;
+        Ok(crate::health::assess(conditions, stuck.as_ref(), self.stuck_pod_timeout))
     }
 
     /// Replaces the status of `obj` (merge patch of the status subresource).
@@ -85,9 +100,80 @@ impl Context {
     }
 }
 
+/// Server-side applies `child` through `api` unless an object of its name exists that `child`'s controlling owner
+/// does not control: a forced apply would adopt it, and garbage collection would delete it with the resource.
+pub async fn apply_owned<K>(api: &Api<K>, kind: &str, child: &K) -> Result<K>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let name = child.name_any();
+    if let Some(existing) = api.get_opt(&name).await? {
+        check_owner(kind, child.meta(), existing.meta())?;
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(&name, &params, &Patch::Apply(child)).await?)
+}
+
+/// `Err(Conflict)` unless `existing` is controlled by the controller of `child`.
+pub fn check_owner(kind: &str, child: &ObjectMeta, existing: &ObjectMeta) -> Result<()> {
+    let controller = |m: &ObjectMeta| m.owner_references.iter().flatten().find(|o| o.controller == Some(true)).cloned();
+    let Some(owner) = controller(child) else { return Ok(()) };
+    if existing.owner_references.iter().flatten().any(|o| o.uid == owner.uid) {
+        return Ok(());
+    }
+    let held_by = match controller(existing) {
+        Some(o) => format!("belongs to {} {}", o.kind, o.name),
+        None => "is not managed by the operator".to_string(),
+    };
+    Err(Error::Conflict(format!(
+        "{kind} {} already exists and {held_by}: {} {} would take it over; rename the {} or delete that {kind}",
+        existing.name.as_deref().unwrap_or_default(),
+        owner.kind,
+        owner.name,
+        owner.kind,
+    )))
+}
+
 /// An owner reference making `owner` the controller of a child (garbage collection on delete).
 pub fn owner_reference<K: Resource<DynamicType = ()>>(
     owner: &K,
 ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
     owner.controller_owner_ref(&()).ok_or_else(|| Error::MissingField(owner.name_any(), "metadata.uid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn owned_by(uid: &str, kind: &str, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("web".into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "clip-retrieval.io/v1alpha1".into(),
+                kind: kind.into(),
+                name: name.into(),
+                uid: uid.into(),
+                controller: Some(true),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_objects_the_owner_controls_are_applied_over() {
+        let child = owned_by("uid-1", "SearchDeployment", "web");
+        assert!(check_owner("Service", &child, &owned_by("uid-1", "SearchDeployment", "web")).is_ok());
+        let by_hand = ObjectMeta { name: Some("web".into()), ..Default::default() };
+        let err = check_owner("Service", &child, &by_hand).unwrap_err();
+        assert!(err.is_permanent() && err.reason() == "Conflict");
+        assert_eq!(
+            err.to_string(),
+            "Service web already exists and is not managed by the operator: SearchDeployment web would take it \
+             over; rename the SearchDeployment or delete that Service"
+        );
+        let other = check_owner("Service", &child, &owned_by("uid-2", "SearchDeployment", "web")).unwrap_err();
+        assert!(other.to_string().contains("belongs to SearchDeployment web"), "{other}");
+    }
 }

@@ -131,7 +131,8 @@ pub struct Placement {
     pub pod_template: Option<PodTemplate>,
 }
 
-/// A status condition (Kubernetes conventions: type, status, reason, message, time).
+/// A status condition, as metav1.Condition has it: type, status, reason, message, the time `status` last changed
+/// and the spec generation it was computed from.
 ///
 /// Empty strings are never sent: the v1.20 API server built for CI reads `""` as null and rejects it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -151,6 +152,9 @@ pub struct Condition {
     /// RFC 3339 time of the last change of `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
+    /// `metadata.generation` of the spec this condition describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// Embeds a dataset: its partitions run as parallel pods of `clip-retrieval inference`.

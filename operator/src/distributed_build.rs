@@ -279,9 +279,13 @@ async fn get_or_create(
     name: &str,
     args: Vec<String>,
 ) -> Result<Job> {
+    let wanted = index_job(ib, name, args)?;
     match jobs.get_opt(name).await? {
-        Some(job) => Ok(job),
-        None => ctx.apply(namespace, &index_job(ib, name, args)?).await,
+        Some(job) => {
+            crate::context::check_owner("Job", &wanted.metadata, &job.metadata)?;
+            Ok(job)
+        }
+        None => ctx.apply(namespace, &wanted).await,
     }
 }
 

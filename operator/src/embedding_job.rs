@@ -7,6 +7,7 @@
 
 use crate::context::{owner_reference, Context, MANAGED_BY};
 use crate::crd::{EmbeddingJob, EmbeddingJobSpec, EmbeddingJobStatus};
+use crate::health::Verdict;
 use crate::pods::{self, job_state, JobState};
 use crate::status::{format_ranges, parse_ranges, set_condition};
 use crate::{Error, Result};
@@ -34,7 +35,8 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
     let _timer = ctx.metrics.reconcile(KIND);
     let namespace = ej.namespace().ok_or_else(|| Error::MissingField(ej.name_any(), "namespace"))?;
     let old = ej.status.clone().unwrap_or_default();
-    if matches!(old.phase.as_str(), "Complete" | "Failed") {
+    let recheck = crate::outcome::failed_by_error(&old.conditions);
+    if old.phase == "Complete" || (old.phase == "Failed" && !recheck) {
         return Ok(Action::await_change());
     }
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -44,6 +46,10 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
         .items;
     let indexed = ctx.caps.indexed_jobs_per_index_backoff;
     let mut status = old.clone();
+    if recheck {
+        status.phase = String::new();
+        status.conditions.retain(|c| c.type_ != "Failed");
+    }
     status.partitions_total = ej.spec.partitions;
     status.observed_generation = ej.metadata.generation;
     status.job_mode = Some(if indexed { "IndexedJob" } else { "JobPerPartition" }.into());
@@ -69,22 +75,35 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
     if status.start_time.is_none() && (running + launched) > 0 {
         status.start_time = Some(crate::status::now());
     }
+    let mut requeue = Duration::from_secs(60);
+    if !matches!(status.phase.as_str(), "Complete" | "Failed") {
+        let selector = format!("{LABEL}={}", crate::names::label_value(&ej.name_any()));
+        match ctx.assess_pods(&namespace, &selector, &mut status.conditions).await? {
+            Verdict::Failed(reason, message) => {
+                status.phase = "Failed".into();
+                set_condition(&mut status.conditions, "Progressing", false, &reason, &message);
+                set_condition(&mut status.conditions, "Failed", true, &reason, &message);
+                pods::stop_jobs(&jobs_api, &jobs).await?;
+            }
+            Verdict::Degraded(check_in) => requeue = check_in,
+            Verdict::Healthy => {}
+        }
+    }
+    crate::status::stamp(&mut status.conditions, ej.metadata.generation);
     if status != old {
         ctx.patch_status(ej.as_ref(), &status).await?;
         announce(&ctx, ej.as_ref(), &old, &status, &failures).await;
+        crate::outcome::announce_degraded(&ctx, ej.as_ref(), &old.conditions, &status.conditions).await;
     }
     Ok(match status.phase.as_str() {
         "Complete" | "Failed" => Action::await_change(),
-        _ => Action::requeue(Duration::from_secs(60)),
+        _ => Action::requeue(requeue),
     })
 }
 
-/// Retries a failed reconcile after an exponential back-off (5 s doubling to 5 min), counting the error.
+/// Retries a failed reconcile after the back-off [`crate::outcome::reconcile_reporting`] counted.
 pub fn error_policy(ej: Arc<EmbeddingJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    let (wait, failures) = ctx.backoff.failed(&crate::backoff::key(ej.as_ref()));
-    tracing::warn!(name = %ej.name_any(), %error, failures, retry_in_s = wait.as_secs(), "EmbeddingJob reconcile failed");
-    ctx.metrics.error(KIND, error);
-    Action::requeue(wait)
+    Action::requeue(crate::outcome::retry_delay(ej.as_ref(), error, &ctx))
 }
 
 /// Per-partition Jobs: adds finished partitions to `succeeded`; returns the failed ones and how many run.
@@ -185,6 +204,7 @@ async fn announce(
     if old.phase != new.phase {
         let warning = new.phase == "Failed";
         let note = match new.phase.as_str() {
+            "Failed" if failures.is_empty() => condition_message(new, "Failed"),
             "Failed" => format!("{} partition(s) failed past their retries", failures.len()),
             _ => format!("{}/{} partitions done", new.partitions_succeeded, new.partitions_total),
         };
@@ -199,6 +219,10 @@ async fn announce(
             ctx.event(ej, KIND, true, "PartitionFailed", format!("partition {partition}: {message}")).await;
         }
     }
+}
+
+fn condition_message(status: &EmbeddingJobStatus, type_: &str) -> String {
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.clone()).unwrap_or_default()
 }
 
 /// Name of the Job of `partition` (or of the Indexed Job when `indexed`).

@@ -4,12 +4,14 @@
 
 use crate::context::{owner_reference, Context, MANAGED_BY};
 use crate::crd::{EmbeddingJob, IndexBuild, IndexBuildSpec, IndexBuildStatus};
+use crate::health::Verdict;
 use crate::pods;
 use crate::status::set_condition;
 use crate::{Error, Result};
 use clip_cli::{CommandArgs, IndexArgs};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -36,10 +38,16 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
     let namespace = ib.namespace().ok_or_else(|| Error::MissingField(ib.name_any(), "namespace"))?;
     let old = ib.status.clone().unwrap_or_default();
     let generation = ib.metadata.generation;
-    if matches!(old.phase.as_str(), "Complete" | "Failed") && old.observed_generation == generation {
+    let recheck = crate::outcome::failed_by_error(&old.conditions);
+    if matches!(old.phase.as_str(), "Complete" | "Failed") && old.observed_generation == generation && !recheck {
         return Ok(Action::await_change());
     }
     let mut status = old.clone();
+    if recheck {
+        // The spec or the cluster may have been fixed: the failure is reported again if it persists.
+        status.phase = String::new();
+        status.conditions.retain(|c| c.type_ != "Failed");
+    }
     if status.observed_generation != generation {
         // A new spec: a new build (the last one's results stay until it completes).
         status.phase = String::new();
@@ -59,8 +67,24 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
         }
         Embeddings::Ready(folder) => run_build(&ctx, &ib, &namespace, &folder, &mut status).await?,
     }
+    let mut requeue = Duration::from_secs(60);
+    if status.phase == "Running" {
+        let selector = format!("{LABEL}={}", crate::names::label_value(&ib.name_any()));
+        match ctx.assess_pods(&namespace, &selector, &mut status.conditions).await? {
+            Verdict::Failed(reason, message) => {
+                fail(&mut status, &reason, &message);
+                let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+                let mine = jobs.list(&ListParams::default().labels(&selector)).await?.items;
+                pods::stop_jobs(&jobs, &mine).await?;
+            }
+            Verdict::Degraded(check_in) => requeue = check_in,
+            Verdict::Healthy => {}
+        }
+    }
+    crate::status::stamp(&mut status.conditions, generation);
     if status != old {
         ctx.patch_status(ib.as_ref(), &status).await?;
+        crate::outcome::announce_degraded(&ctx, ib.as_ref(), &old.conditions, &status.conditions).await;
         if status.phase != old.phase {
             let message = status.conditions.iter().rev().find(|c| c.status == "True" || c.type_ == "Progressing");
             let note = message.map(|c| c.message.clone()).unwrap_or_default();
@@ -69,16 +93,13 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
     }
     Ok(match status.phase.as_str() {
         "Complete" | "Failed" => Action::await_change(),
-        _ => Action::requeue(Duration::from_secs(60)),
+        _ => Action::requeue(requeue),
     })
 }
 
-/// Retries a failed reconcile after an exponential back-off (5 s doubling to 5 min), counting the error.
+/// Retries a failed reconcile after the back-off [`crate::outcome::reconcile_reporting`] counted.
 pub fn error_policy(ib: Arc<IndexBuild>, error: &Error, ctx: Arc<Context>) -> Action {
-    let (wait, failures) = ctx.backoff.failed(&crate::backoff::key(ib.as_ref()));
-    tracing::warn!(name = %ib.name_any(), %error, failures, retry_in_s = wait.as_secs(), "IndexBuild reconcile failed");
-    ctx.metrics.error(KIND, error);
-    Action::requeue(wait)
+    Action::requeue(crate::outcome::retry_delay(ib.as_ref(), error, &ctx))
 }
 
 /// Marks the build Failed with `reason`.
@@ -120,9 +141,13 @@ async fn run_build(
 ) -> Result<()> {
     let name = job_name(ib);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let wanted = build_job(ib, folder)?;
     let job = match jobs.get_opt(&name).await? {
-        Some(job) => job,
-        None => ctx.apply(namespace, &build_job(ib, folder)?).await?,
+        Some(job) => {
+            crate::context::check_owner("Job", &wanted.metadata, &job.metadata)?;
+            job
+        }
+        None => ctx.apply(namespace, &wanted).await?,
     };
     status.job_name = Some(name.clone());
     match pods::job_state(&job) {

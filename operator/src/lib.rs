@@ -13,11 +13,13 @@ pub mod embedding_job;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod health;
 pub mod http;
 pub mod index_build;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod outcome;
 pub mod pod_security;
 pub mod pods;
 pub mod quantity;

@@ -274,3 +274,15 @@ pub fn job_state(job: &k8s_openapi::api::batch::v1::Job) -> JobState {
     }
     JobState::Running
 }
+
+/// Deletes the unfinished Jobs among `jobs` (with their pods): a resource that failed stops its work.
+pub async fn stop_jobs(
+    api: &kube::Api<k8s_openapi::api::batch::v1::Job>,
+    jobs: &[k8s_openapi::api::batch::v1::Job],
+) -> crate::Result<()> {
+    for job in jobs.iter().filter(|j| job_state(j) == JobState::Running) {
+        let name = kube::ResourceExt::name_any(job);
+        crate::search_deployment::delete_if_present(api, &name).await?;
+    }
+    Ok(())
+}

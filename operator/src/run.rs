@@ -12,9 +12,9 @@ use clip_shutdown::CancellationToken;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -38,6 +38,8 @@ pub struct Settings {
     pub lease_duration: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub metrics_addr: SocketAddr,
+    /// How long a pod may be stuck (missing Secret, image pull, crash loop) before its resource fails.
+    pub stuck_pod_timeout: Duration,
 }
 
 /// Why the operator stopped.
@@ -85,7 +87,9 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), RunError> {
     }
     metrics.leader.set(1);
     tracing::info!(identity = %settings.identity, lease = %settings.lease_name, "leading");
-    let ctx = Arc::new(Context::new(client.clone(), caps, metrics.clone(), settings.identity.clone()));
+    let mut context = Context::new(client.clone(), caps, metrics.clone(), settings.identity.clone());
+    context.stuck_pod_timeout = settings.stuck_pod_timeout;
+    let ctx = Arc::new(context);
     let result = tokio::select! {
         _ = controllers(client, settings.namespace.as_deref(), ctx, shutdown) => Ok(()),
         lost = keep_lease(&lock) => Err(lost),
@@ -142,26 +146,49 @@ async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>,
     let children = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let all = watcher::Config::default();
 
-    let embedding_jobs = Controller::new(api::<EmbeddingJob>(&client, namespace), all.clone())
+    let jobs = Controller::new(api::<EmbeddingJob>(&client, namespace), all.clone());
+    let job_store = jobs.store();
+    let embedding_jobs = jobs
         .owns(api::<Job>(&client, namespace), children.clone())
+        .watches(api::<Pod>(&client, namespace), children.clone(), move |pod: Pod| {
+            labelled(&job_store.state(), &pod, embedding_job::LABEL)
+        })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(|o, c| reset_on_success(o, c, embedding_job::reconcile), embedding_job::error_policy, ctx.clone())
+        .run(
+            |o, c| crate::outcome::reconcile_reporting(o, c, embedding_job::reconcile),
+            embedding_job::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let builds = Controller::new(api::<IndexBuild>(&client, namespace), all.clone());
     let build_store = builds.store();
+    let build_pods = build_store.clone();
     let index_builds = builds
         .owns(api::<Job>(&client, namespace), children.clone())
+        .watches(api::<Pod>(&client, namespace), children.clone(), move |pod: Pod| {
+            labelled(&build_pods.state(), &pod, index_build::LABEL)
+        })
         .watches(api::<EmbeddingJob>(&client, namespace), all.clone(), move |ej: EmbeddingJob| {
             referencing(&build_store.state(), &ej, |ib: &IndexBuild| ib.spec.embeddings.embedding_job.clone())
         })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(|o, c| reset_on_success(o, c, index_build::reconcile), index_build::error_policy, ctx.clone())
+        .run(
+            |o, c| crate::outcome::reconcile_reporting(o, c, index_build::reconcile),
+            index_build::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let searches = Controller::new(api::<SearchDeployment>(&client, namespace), all.clone());
     let search_store = searches.store();
+    let search_pods = search_store.clone();
     let search_deployments = searches
+        .watches(api::<Pod>(&client, namespace), children.clone(), move |pod: Pod| {
+            let mut refs = labelled(&search_pods.state(), &pod, search_deployment::LABEL);
+            refs.extend(labelled(&search_pods.state(), &pod, crate::shard_children::SHARD_OF_LABEL));
+            refs
+        })
         .owns(api::<Deployment>(&client, namespace), children.clone())
         .owns(api::<Service>(&client, namespace), children.clone())
         .owns(api::<ConfigMap>(&client, namespace), children.clone())
@@ -172,25 +199,28 @@ async fn controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>,
             })
         })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(|o, c| reset_on_success(o, c, search_deployment::reconcile), search_deployment::error_policy, ctx)
+        .run(
+            |o, c| crate::outcome::reconcile_reporting(o, c, search_deployment::reconcile),
+            search_deployment::error_policy,
+            ctx,
+        )
         .for_each(|_| async {});
 
     tokio::join!(embedding_jobs, index_builds, search_deployments);
 }
 
-/// Runs `reconcile`; a success forgets the object's failures, so its next error waits the first delay again.
-async fn reset_on_success<K, F, Fut>(obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> crate::Result<Action>
+/// The objects of `store` in `pod`'s namespace whose label value (the name, cut to 63 characters) `pod` has
+/// under `label`: a pod's state (stuck on a missing Secret, say) is reconciled by the resource that made it.
+fn labelled<K>(store: &[Arc<K>], pod: &Pod, label: &str) -> Vec<ObjectRef<K>>
 where
-    K: Resource<DynamicType = ()>,
-    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
-    Fut: std::future::Future<Output = crate::Result<Action>>,
+    K: Resource<DynamicType = ()> + Clone,
 {
-    let key = crate::backoff::key(obj.as_ref());
-    let result = reconcile(obj, ctx.clone()).await;
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    let Some(value) = pod.labels().get(label) else { return Vec::new() };
+    store
+        .iter()
+        .filter(|k| k.namespace() == pod.namespace() && crate::names::label_value(&k.name_any()) == *value)
+        .map(|k| ObjectRef::from_obj(k.as_ref()))
+        .collect()
 }
 
 /// The objects of `store` in `target`'s namespace whose `reference` names `target`.

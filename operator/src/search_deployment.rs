@@ -3,7 +3,7 @@
 //! ConfigMap (`indices_paths.json`); the pod template carries the served index versions, so an IndexBuild that
 //! completes again rolls the pods to the new index.
 
-use crate::context::{owner_reference, Context, FIELD_MANAGER, MANAGED_BY};
+use crate::context::{owner_reference, Context, MANAGED_BY};
 use crate::crd::{IndexBuild, SearchDeployment, SearchDeploymentSpec, SearchDeploymentStatus};
 use crate::pods;
 use crate::status::{is_true, set_condition};
@@ -20,7 +20,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -55,6 +55,7 @@ pub async fn reconcile(sd: Arc<SearchDeployment>, ctx: Arc<Context>) -> Result<A
     let mut status = old.clone();
     status.observed_generation = sd.metadata.generation;
     let mut rolled_to = None;
+    let mut requeue = Duration::from_secs(300);
     match resolve(&ctx, &sd.spec, &namespace).await? {
         Indices::Invalid(message) => {
             set_condition(&mut status.conditions, "Failed", true, "InvalidSpec", &message);
@@ -76,21 +77,46 @@ pub async fn reconcile(sd: Arc<SearchDeployment>, ctx: Arc<Context>) -> Result<A
                 // The front serves this generation only: shards of earlier ones go.
                 crate::shard_children::remove_stale(&ctx, &sd, &namespace, &indices, &shards).await?;
             }
+            requeue = assess_pods(&ctx, &sd, &namespace, &mut status).await?;
         }
     }
+    crate::status::stamp(&mut status.conditions, sd.metadata.generation);
     if status != old {
         ctx.patch_status(sd.as_ref(), &status).await?;
         announce(&ctx, sd.as_ref(), &old, &status, rolled_to).await;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(requeue))
 }
 
-/// Retries a failed reconcile after an exponential back-off (5 s doubling to 5 min), counting the error.
+/// `Degraded` from the front's and the shards' pods (the front's first); `Failed` once one is stuck too long.
+/// Returns when to look again.
+async fn assess_pods(
+    ctx: &Context,
+    sd: &SearchDeployment,
+    namespace: &str,
+    status: &mut SearchDeploymentStatus,
+) -> Result<Duration> {
+    let name = child_name(sd);
+    let mut stuck = None;
+    for selector in [format!("{LABEL}={name}"), format!("{}={name}", crate::shard_children::SHARD_OF_LABEL)] {
+        stuck = crate::health::stuck_pod(&ctx.client, namespace, &selector).await?;
+        if stuck.is_some() {
+            break;
+        }
+    }
+    Ok(match crate::health::assess(&mut status.conditions, stuck.as_ref(), ctx.stuck_pod_timeout) {
+        crate::health::Verdict::Failed(reason, message) => {
+            set_condition(&mut status.conditions, "Failed", true, &reason, &message);
+            Duration::from_secs(60)
+        }
+        crate::health::Verdict::Degraded(check_in) => check_in,
+        crate::health::Verdict::Healthy => Duration::from_secs(300),
+    })
+}
+
+/// Retries a failed reconcile after the back-off [`crate::outcome::reconcile_reporting`] counted.
 pub fn error_policy(sd: Arc<SearchDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    let (wait, failures) = ctx.backoff.failed(&crate::backoff::key(sd.as_ref()));
-    tracing::warn!(name = %sd.name_any(), %error, failures, retry_in_s = wait.as_secs(), "SearchDeployment reconcile failed");
-    ctx.metrics.error(KIND, error);
-    Action::requeue(wait)
+    Action::requeue(crate::outcome::retry_delay(sd.as_ref(), error, &ctx))
 }
 
 /// What the schema cannot check, then each index's folder and version (an IndexBuild's last completion).
@@ -179,7 +205,7 @@ async fn apply_children(
     let hpas: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &hpa_resource);
     match hpa {
         Some(obj) => {
-            hpas.patch(&hpa_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj)).await?;
+            crate::context::apply_owned(&hpas, "HorizontalPodAutoscaler", &obj).await?;
         }
         None => delete_if_present(&hpas, &hpa_name).await?,
     }
@@ -253,10 +279,11 @@ async fn announce(
         find(old) != find(new)
     };
     if changed("Failed") && is_true(&new.conditions, "Failed") {
-        let message =
-            new.conditions.iter().find(|c| c.type_ == "Failed").map(|c| c.message.clone()).unwrap_or_default();
-        ctx.event(sd, KIND, true, "InvalidSpec", message).await;
+        if let Some(c) = new.conditions.iter().find(|c| c.type_ == "Failed") {
+            ctx.event(sd, KIND, true, &c.reason, c.message.clone()).await;
+        }
     }
+    crate::outcome::announce_degraded(ctx, sd, &old.conditions, &new.conditions).await;
     if changed("Progressing") {
         if let Some(c) = new.conditions.iter().find(|c| c.type_ == "Progressing" && c.status == "True") {
             ctx.event(sd, KIND, false, &c.reason, c.message.clone()).await;

@@ -5,7 +5,7 @@
 //! shards are deleted only after the front has rolled, so a front pod always queries one generation. Shard pods do
 //! not carry the front's label (`search_deployment::LABEL`): the front's Service must not select them.
 
-use crate::context::{Context, FIELD_MANAGER, MANAGED_BY};
+use crate::context::{Context, MANAGED_BY};
 use crate::crd::SearchDeployment;
 use crate::search_deployment::{
     back_deployment, back_service, config_map_of, delete_if_present, hpa_of, Shards, VERSIONS_ANNOTATION,
@@ -13,7 +13,7 @@ use crate::search_deployment::{
 use crate::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, ListParams};
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
 
@@ -103,7 +103,7 @@ pub async fn apply(
             let hpas: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
             match hpa {
                 Some(obj) => {
-                    hpas.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj)).await?;
+                    crate::context::apply_owned(&hpas, "HorizontalPodAutoscaler", &obj).await?;
                 }
                 None => delete_if_present(&hpas, &name).await?,
             }

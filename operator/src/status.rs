@@ -28,7 +28,15 @@ pub fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: bool,
             reason: reason.into(),
             message: message.into(),
             last_transition_time: Some(now()),
+            observed_generation: None,
         }),
+    }
+}
+
+/// Records on every condition the spec generation it was computed from (each reconcile computes them all).
+pub fn stamp(conditions: &mut [Condition], generation: Option<i64>) {
+    for c in conditions {
+        c.observed_generation = generation;
     }
 }
 

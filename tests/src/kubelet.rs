@@ -1,6 +1,7 @@
 //! The test-only "process kubelet": it runs each pod bound to the fake node as a local process, the project's
 //! binaries standing in for the images (`clip-retrieval`, `clip-operator`). It resolves the container's env
-//! (values, downward API, Secrets via `envFrom`/`secretKeyRef`), expands `$(VAR)` in args, materialises ConfigMap
+//! (values, downward API, Secrets via `envFrom`/`secretKeyRef`; a missing one leaves the container waiting in
+//! `CreateContainerConfigError`, as a kubelet does), expands `$(VAR)` in args, materialises ConfigMap
 //! volumes and the termination-message file in a folder per pod (rewriting those paths in the args), gives each pod
 //! its own loopback port (the `--port N` / `:N` of the container port, recorded in the annotation
 //! [`PORT_ANNOTATION`]), gives pods with a ServiceAccount a kubeconfig holding that account's token, probes
@@ -37,6 +38,17 @@ struct Running {
     name: String,
     is_job: bool,
     started: Instant,
+}
+
+/// Prefix of a start error a kubelet reports as the container's waiting reason (and retries).
+const CONFIG_ERROR: &str = "CreateContainerConfigError: ";
+
+/// A kubelet's words for a Secret it cannot read: `secret "NAME" not found` for a missing one.
+fn config_error(name: &str, e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => format!("{CONFIG_ERROR}secret \"{name}\" not found"),
+        other => format!("Secret {name}: {other}"),
+    }
 }
 
 /// State of the process kubelet.
@@ -83,11 +95,27 @@ impl ProcessKubelet {
                     Ok(r) => {
                         self.running.insert(uid, r);
                     }
-                    Err(e) => eprintln!("process kubelet: cannot start {}: {e}", pod.name_any()),
+                    Err(e) => {
+                        eprintln!("process kubelet: cannot start {}: {e}", pod.name_any());
+                        if let Some(message) = e.strip_prefix(CONFIG_ERROR) {
+                            self.report_waiting(pod, CONFIG_ERROR.trim_end_matches(": "), message).await;
+                        }
+                    }
                 }
             }
         }
         self.reap().await;
+    }
+
+    /// Reports the container as waiting with `reason`, as a kubelet does for a pod it cannot start (and retries).
+    async fn report_waiting(&self, pod: &Pod, reason: &str, message: &str) {
+        let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.first()) else { return };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let status = serde_json::json!({"status": {"containerStatuses": [{
+            "name": c.name, "ready": false, "restartCount": 0, "image": c.image, "imageID": "",
+            "state": {"waiting": {"reason": reason, "message": message}},
+        }]}});
+        let _ = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await;
     }
 
     async fn start(&self, pod: &Pod) -> Result<Running, String> {
@@ -225,7 +253,7 @@ impl ProcessKubelet {
         let mut env = BTreeMap::new();
         for from in c.env_from.clone().unwrap_or_default() {
             if let Some(r) = from.secret_ref {
-                let secret = secrets.get(&r.name).await.map_err(|e| format!("Secret {}: {e}", r.name))?;
+                let secret = secrets.get(&r.name).await.map_err(|e| config_error(&r.name, e))?;
                 for key in secret.data.clone().unwrap_or_default().keys() {
                     env.insert(key.clone(), decode(&secret, key).unwrap_or_default());
                 }
@@ -238,7 +266,7 @@ impl ProcessKubelet {
                     if let Some(f) = &from.field_ref {
                         field(pod, &f.field_path)
                     } else if let Some(k) = &from.secret_key_ref {
-                        let secret = secrets.get(&k.name).await.map_err(|e| format!("Secret {}: {e}", k.name))?;
+                        let secret = secrets.get(&k.name).await.map_err(|e| config_error(&k.name, e))?;
                         decode(&secret, &k.key).unwrap_or_default()
                     } else {
                         String::new()

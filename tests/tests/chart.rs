@@ -81,7 +81,11 @@ fn the_rendered_chart_is_least_privilege_and_non_root() {
     };
     assert_eq!(verbs("clip-retrieval.io", "embeddingjobs"), ["get", "list", "watch"]);
     assert_eq!(verbs("", "pods"), ["get", "list", "watch"], "pods are only read");
-    assert!(!verbs("batch", "jobs").contains(&"delete".to_string()));
+    assert_eq!(
+        verbs("batch", "jobs"),
+        ["get", "list", "watch", "create", "patch", "delete"],
+        "Jobs are deleted only to stop a failed resource's or a superseded generation's work"
+    );
     assert!(verbs("", "secrets").is_empty(), "no access to Secrets");
     assert!(rules.iter().all(|r| !r["verbs"].as_array().unwrap().iter().any(|v| v == "*")), "no wildcard verbs");
     let lease = find(&objects, "Role", "clip-retrieval-operator-leader-election");
@@ -95,7 +99,10 @@ fn the_rendered_chart_is_least_privilege_and_non_root() {
     let container = &pod["containers"][0];
     assert_eq!(container["image"], "ghcr.io/clip-retrieval-rs/clip-operator:0.1.0", "tag defaults to appVersion");
     assert_eq!(container["command"], json!(["clip-operator"]));
-    assert_eq!(container["args"], json!(["--metrics-addr=0.0.0.0:8080", "--lease-duration-seconds=15"]));
+    assert_eq!(
+        container["args"],
+        json!(["--metrics-addr=0.0.0.0:8080", "--lease-duration-seconds=15", "--stuck-pod-timeout-seconds=600"])
+    );
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(deployment["spec"]["replicas"], 2);
@@ -167,7 +174,13 @@ async fn helm_installs_upgrades_and_uninstalls_and_the_operator_works_with_the_c
     // The operator binary under the chart's ServiceAccount: every write it makes must be allowed by the chart.
     let kubeconfig = plane.service_account_kubeconfig(&ns, "clip-retrieval-operator").await;
     let running = Operator::start_as(plane, &kubeconfig, &ns, "chart");
-    // The repository's examples, as a user applies them (plus what the test kubelet reads: run time, report).
+    // The repository's examples, as a user applies them after creating the Secret they name (plus what the test
+    // kubelet reads: run time, report).
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3-credentials"}, "stringData": {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), &ns).create(&kube::api::PostParams::default(), &secret).await.unwrap();
     let fake = json!({"FAKE_RUN_SECONDS": "0.5",
                       "FAKE_TERMINATION_MESSAGE": r#"{"indices":{"image":{"index_key":"Flat","index_bytes":100,"recall_at_10":1.0,"count":4}}}"#});
     for (kind, file) in

@@ -27,6 +27,10 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Seconds a pod may wait on a missing Secret/ConfigMap, an image pull or a crash loop before its resource
+    /// fails (it is `Degraded` meanwhile).
+    #[arg(long, env = "CLIP_OPERATOR_STUCK_POD_TIMEOUT_SECONDS", default_value_t = 600)]
+    stuck_pod_timeout_seconds: u64,
 }
 
 #[tokio::main]
@@ -50,6 +54,7 @@ async fn main() -> std::process::ExitCode {
         identity,
         lease_duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
         metrics_addr: args.metrics_addr,
+        stuck_pod_timeout: Duration::from_secs(args.stuck_pod_timeout_seconds),
     };
     let client = match kube::Client::try_default().await {
         Ok(c) => c,

@@ -2,7 +2,7 @@
 //! running anything (the process kubelet, `crate::kubelet`, runs them for real).
 
 use super::{client_for, NODE};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 /// then terminates after `FAKE_RUN_SECONDS` (default 1) with exit code `FAKE_EXIT_CODE` (default 0) when its
 /// `--partition_ids` is listed in `FAKE_FAIL_PARTITIONS` (or that variable is absent), else 0, and the
 /// termination message `FAKE_TERMINATION_MESSAGE`; other pods become Ready and stay Running. The variables are
-/// read from the pod's container env, which the operator copies from the resource's `env`.
+/// read from the pod's container env, which the operator copies from the resource's `env`. A pod whose `envFrom`
+/// Secret does not exist waits in `CreateContainerConfigError` until it does, as with a real kubelet.
 pub struct FakeKubelet;
 
 impl FakeKubelet {
@@ -66,6 +67,19 @@ fn env_of(pod: &Pod) -> HashMap<String, String> {
         .collect()
 }
 
+/// The first Secret the container's `envFrom` names that does not exist (and is not optional).
+async fn missing_secret(client: &Client, pod: &Pod) -> Result<Option<String>, kube::Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let container = pod.spec.as_ref().and_then(|s| s.containers.first());
+    let refs = container.and_then(|c| c.env_from.clone()).unwrap_or_default();
+    for r in refs.into_iter().filter_map(|f| f.secret_ref).filter(|r| r.optional != Some(true)) {
+        if secrets.get_opt(&r.name).await?.is_none() {
+            return Ok(Some(r.name));
+        }
+    }
+    Ok(None)
+}
+
 fn partition_of(pod: &Pod) -> Option<String> {
     let args = pod.spec.as_ref()?.containers.first()?.args.clone()?;
     let i = args.iter().position(|a| a == "--partition_ids")?;
@@ -88,6 +102,15 @@ async fn step(client: &Client, pod: &Pod, started: &mut HashMap<String, Instant>
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let name = pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone()).unwrap_or_default();
     let Some(since) = started.get(&uid).copied() else {
+        if let Some(missing) = missing_secret(client, pod).await? {
+            // A kubelet cannot create the container and says why; it tries again later.
+            let status = serde_json::json!({"status": {"containerStatuses": [{
+                "name": name, "ready": false, "restartCount": 0, "image": "fake", "imageID": "",
+                "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                      "message": format!("secret \"{missing}\" not found")}}}]}});
+            api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+            return Ok(());
+        }
         started.insert(uid, Instant::now());
         let status = serde_json::json!({"status": {
             "phase": "Running", "startTime": now, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",

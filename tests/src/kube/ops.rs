@@ -28,8 +28,17 @@ impl Operator {
         Operator::start_as(plane, &plane.kubeconfig, namespace, identity)
     }
 
+    /// Starts the operator as the admin user with extra flags.
+    pub fn start_with(plane: &ControlPlane, namespace: &str, identity: &str, flags: &[&str]) -> Operator {
+        Operator::launch(plane, &plane.kubeconfig, namespace, identity, flags)
+    }
+
     /// Starts the operator with `kubeconfig` (e.g. a ServiceAccount's), watching `namespace` with its Lease there.
     pub fn start_as(plane: &ControlPlane, kubeconfig: &Path, namespace: &str, identity: &str) -> Operator {
+        Operator::launch(plane, kubeconfig, namespace, identity, &[])
+    }
+
+    fn launch(plane: &ControlPlane, kubeconfig: &Path, namespace: &str, identity: &str, flags: &[&str]) -> Operator {
         let exe = std::env::current_exe().expect("test executable");
         let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").join("clip-operator");
         assert!(bin.is_file(), "{} not built", bin.display());
@@ -40,6 +49,7 @@ impl Operator {
             .env("RUST_LOG", "info,kube=warn")
             .args(["--namespace", namespace, "--lease-namespace", namespace, "--identity", identity])
             .args(["--lease-duration-seconds", "4", "--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("operator log"))
             .spawn()
