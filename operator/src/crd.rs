@@ -272,7 +272,9 @@ pub struct EmbeddingsSource {
 pub struct IndexBuildSpec {
     /// The embeddings to index.
     pub embeddings: EmbeddingsSource,
-    /// Index folder to write (s3:// or path).
+    /// Index root (s3:// or path): spec generation N is built into `<output>/g<N>` (distributed builds' trained
+    /// index and parts into `<output>/g<N>-parts/`), its completion marker written last, so that a rebuild never
+    /// writes where a SearchDeployment reads.
     pub output: String,
     /// Memory budget of the index (`--max_index_memory_usage`, e.g. `4G`).
     #[serde(default = "default_budget")]
@@ -326,6 +328,21 @@ pub struct IndexPart {
     pub recall_at10: Option<f64>,
 }
 
+/// A build generation that finished: its folder (`<output>/g<N>`) holds its completion marker.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuiltGeneration {
+    /// The spec generation that was built.
+    pub generation: i64,
+    /// Its index folder (the merge's, or the training folder's parent when the parts stay unmerged).
+    pub folder: String,
+    /// Its parts' folders, in id order, for a distributed build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
+    /// RFC 3339 completion time.
+    pub completion_time: String,
+}
+
 /// What the operator reports on an IndexBuild, including what the build wrote in its `<modality>.json`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -366,6 +383,9 @@ pub struct IndexBuildStatus {
     /// Distributed builds: `complete/total` parts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_done: Option<String>,
+    /// The newest generation that finished: what SearchDeployments serve. A failed rebuild leaves it as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_complete: Option<BuiltGeneration>,
 }
 
 /// An index served under a name: an IndexBuild in the same namespace or a folder URI (exactly one).

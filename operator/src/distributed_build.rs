@@ -5,7 +5,7 @@
 //! rows), so the operator never reads the embeddings; each part's row offset is known before it runs.
 
 use crate::crd::{IndexBuild, IndexBuildStatus, IndexPart};
-use crate::index_build::{fail, index_job, summary_args};
+use crate::index_build::{fail, generation_folder, index_job, record_complete, summary_args};
 use crate::pods::{self, JobState};
 use crate::status::set_condition;
 use crate::{Error, Result};
@@ -50,7 +50,7 @@ pub fn merge_job_name(ib: &IndexBuild) -> String {
 
 /// `index --train_only` into the trained folder.
 pub fn train_args(ib: &IndexBuild, embeddings: &str) -> Result<Vec<String>> {
-    let mut args: IndexArgs = summary_args(&ib.spec, embeddings, &trained_folder(&ib.spec.output))?;
+    let mut args: IndexArgs = summary_args(&ib.spec, embeddings, &trained_folder(&generation_folder(ib)))?;
     args.train_only = true;
     Ok(args.to_argv_pinning(&["max_index_memory_usage"]))
 }
@@ -58,7 +58,7 @@ pub fn train_args(ib: &IndexBuild, embeddings: &str) -> Result<Vec<String>> {
 /// `index --trained_index_folder <trained> --partition_ids <slice>` into the part's folder.
 pub fn part_args(ib: &IndexBuild, embeddings: &str, part: &IndexPart) -> Result<Vec<String>> {
     let mut args: IndexArgs = summary_args(&ib.spec, embeddings, &part.folder)?;
-    args.trained_index_folder = Some(trained_folder(&ib.spec.output).into());
+    args.trained_index_folder = Some(trained_folder(&generation_folder(ib)).into());
     args.partition_ids = Some(
         part.partitions
             .parse::<PartitionIds>()
@@ -73,7 +73,7 @@ pub fn merge_args(ib: &IndexBuild) -> Vec<String> {
     IndexCombinerArgs {
         input_folders: status.parts.iter().map(|p| p.folder.clone()).collect(),
         input_folder: None,
-        output_folder: ib.spec.output.clone(),
+        output_folder: generation_folder(ib),
     }
     .to_argv()
 }
@@ -157,7 +157,7 @@ pub async fn run(
                 let pod = pods::last_termination(&ctx.client, namespace, &name, true).await?;
                 let summary = pod.and_then(|t| t.message).unwrap_or_default();
                 crate::index_build::apply_report(status, &summary);
-                status.parts = slice_partitions(&partition_runs(&summary), ib.spec.shards, &ib.spec.output);
+                status.parts = slice_partitions(&partition_runs(&summary), ib.spec.shards, &generation_folder(ib));
                 if status.parts.is_empty() {
                     fail(status, "TrainingFailed", &format!("Job {name}'s summary lists no embedding partitions"));
                     return Ok(());
@@ -188,7 +188,7 @@ pub async fn run(
             JobState::Succeeded => {}
         }
     }
-    complete(status, ib.spec.merge);
+    complete(ib, status, ib.spec.merge);
     Ok(())
 }
 
@@ -258,10 +258,12 @@ async fn add_parts(
 }
 
 /// The build is done: the merged folder (or the parts) hold every row.
-fn complete(status: &mut IndexBuildStatus, merged: bool) {
+fn complete(ib: &IndexBuild, status: &mut IndexBuildStatus, merged: bool) {
     status.stage = "Done".into();
     status.phase = "Complete".into();
     status.completion_time = Some(crate::status::now());
+    let parts = status.parts.iter().map(|p| p.folder.clone()).collect();
+    record_complete(ib, status, parts);
     status.vectors = Some(total_rows(status));
     status.recall_at10 = status.parts.iter().filter_map(|p| p.recall_at10).reduce(f64::min);
     let what = if merged { "merged into the output folder" } else { "kept as parts, to serve as shards" };

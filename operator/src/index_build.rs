@@ -22,6 +22,8 @@ use std::time::Duration;
 pub const KIND: &str = "IndexBuild";
 /// Label naming the IndexBuild on its Jobs.
 pub const LABEL: &str = "clip-retrieval.io/index-build";
+/// Label with the spec generation a Job builds.
+pub const GENERATION_LABEL: &str = "clip-retrieval.io/build-generation";
 /// Where the build writes its summary: the container's termination message.
 pub const REPORT_PATH: &str = "/dev/termination-log";
 
@@ -54,6 +56,7 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
         status.stage = String::new();
         status.parts.clear();
         status.parts_done = None;
+        stop_superseded(&ctx, &ib, &namespace).await?;
     }
     status.observed_generation = generation;
     match embeddings(&ctx, &ib.spec, &namespace).await? {
@@ -157,6 +160,7 @@ async fn run_build(
             apply_report(status, &report);
             status.phase = "Complete".into();
             status.completion_time = Some(crate::status::now());
+            record_complete(ib, status, Vec::new());
             set_condition(&mut status.conditions, "Progressing", false, "Built", "index built");
             let summary = summary(status);
             set_condition(&mut status.conditions, "Complete", true, "Built", &summary);
@@ -172,6 +176,29 @@ async fn run_build(
         }
     }
     Ok(())
+}
+
+/// Records the generation just built as the one to serve.
+pub fn record_complete(ib: &IndexBuild, status: &mut IndexBuildStatus, parts: Vec<String>) {
+    status.latest_complete = Some(crate::crd::BuiltGeneration {
+        generation: ib.metadata.generation.unwrap_or(0),
+        folder: generation_folder(ib),
+        parts,
+        completion_time: status.completion_time.clone().unwrap_or_else(crate::status::now),
+    });
+}
+
+/// Deletes the Jobs of earlier spec generations still running: two generations never build at once.
+async fn stop_superseded(ctx: &Context, ib: &IndexBuild, namespace: &str) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{LABEL}={}", crate::names::label_value(&ib.name_any()));
+    let current = ib.metadata.generation.unwrap_or(0).to_string();
+    let mut earlier = jobs.list(&ListParams::default().labels(&selector)).await?.items;
+    earlier.retain(|j| j.labels().get(GENERATION_LABEL) != Some(&current));
+    if earlier.iter().any(|j| pods::job_state(j) == pods::JobState::Running) {
+        tracing::info!(name = %ib.name_any(), generation = %current, "stopping the Jobs of the superseded generation");
+    }
+    pods::stop_jobs(&jobs, &earlier).await
 }
 
 /// Copies the build summary (`{"indices": {"image": {...}, "text": {...}}}`) into the status; a missing or
@@ -206,9 +233,14 @@ pub fn job_name(ib: &IndexBuild) -> String {
     crate::names::child(&ib.name_any(), &format!("-build-g{}", ib.metadata.generation.unwrap_or(0)))
 }
 
-/// The `clip-retrieval index` arguments.
-pub fn index_args(spec: &IndexBuildSpec, folder: &str) -> Result<Vec<String>> {
-    Ok(summary_args(spec, folder, &spec.output)?.to_argv_pinning(&["max_index_memory_usage"]))
+/// Where spec generation N of `ib` is built: `<output>/g<N>`.
+pub fn generation_folder(ib: &IndexBuild) -> String {
+    format!("{}/g{}", ib.spec.output.trim_end_matches('/'), ib.metadata.generation.unwrap_or(0))
+}
+
+/// The `clip-retrieval index` arguments of this generation.
+pub fn index_args(ib: &IndexBuild, folder: &str) -> Result<Vec<String>> {
+    Ok(summary_args(&ib.spec, folder, &generation_folder(ib))?.to_argv_pinning(&["max_index_memory_usage"]))
 }
 
 /// `index` of `folder` into `output` with the spec's budget, modalities and pod memory, writing its summary to the
@@ -230,7 +262,7 @@ pub fn summary_args(spec: &IndexBuildSpec, folder: &str, output: &str) -> Result
 
 /// The Job building the index of `folder`.
 pub fn build_job(ib: &IndexBuild, folder: &str) -> Result<Job> {
-    index_job(ib, &job_name(ib), index_args(&ib.spec, folder)?)
+    index_job(ib, &job_name(ib), index_args(ib, folder)?)
 }
 
 /// A Job `name` of the IndexBuild running `clip-retrieval <args>`, its summary read from the termination message.
@@ -238,6 +270,7 @@ pub fn index_job(ib: &IndexBuild, name: &str, args: Vec<String>) -> Result<Job> 
     let labels = BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         (LABEL.to_string(), crate::names::label_value(&ib.name_any())),
+        (GENERATION_LABEL.to_string(), ib.metadata.generation.unwrap_or(0).to_string()),
     ]);
     let mut container = pods::container("index", &ib.spec.placement, args, vec![]);
     container.termination_message_path = Some(REPORT_PATH.into());

@@ -147,14 +147,15 @@ async fn resolve(ctx: &Context, spec: &SearchDeploymentSpec, namespace: &str) ->
                 let Some(ib) = builds.get_opt(build).await? else {
                     return Ok(Indices::Waiting(format!("index {name}: IndexBuild {build} does not exist (yet)")));
                 };
+                // The newest generation that finished: a rebuild in progress, or one that failed, changes nothing.
                 let status = ib.status.clone().unwrap_or_default();
-                let Some(done) = status.completion_time.clone() else {
+                let Some(built) = status.latest_complete.clone() else {
                     return Ok(Indices::Waiting(format!("index {name}: waiting for IndexBuild {build}")));
                 };
-                let version = format!("{build}@{done}");
+                let version = format!("{build}@g{}", built.generation);
                 match (source.sharded, ib.spec.shards > 1, ib.spec.merge) {
-                    (true, true, _) if !status.parts.is_empty() => {
-                        shards.insert(name.clone(), status.parts.iter().map(|p| p.folder.clone()).collect());
+                    (true, true, _) if !built.parts.is_empty() => {
+                        shards.insert(name.clone(), built.parts.clone());
                         out.insert(name.clone(), (String::new(), version));
                     }
                     (true, _, _) => {
@@ -170,7 +171,7 @@ async fn resolve(ctx: &Context, spec: &SearchDeploymentSpec, namespace: &str) ->
                         )))
                     }
                     _ => {
-                        out.insert(name.clone(), (ib.spec.output.clone(), version));
+                        out.insert(name.clone(), (built.folder.clone(), version));
                     }
                 }
             }
@@ -335,8 +336,8 @@ pub fn meta_with(sd: &SearchDeployment, name: String, labels: BTreeMap<String, S
     })
 }
 
-/// `indices_paths.json` (name -> folder, or for a sharded index name -> its shards' Service URLs), as `back
-/// --indices_paths` reads it.
+/// `indices_paths.json` (name -> folder, an IndexBuild's folder with `require_completion_marker`, or for a
+/// sharded index name -> its shards' Service URLs), as `back --indices_paths` reads it.
 pub fn config_map(
     sd: &SearchDeployment,
     indices: &BTreeMap<String, (String, String)>,
@@ -350,12 +351,24 @@ pub fn config_map(
                     "shards": crate::shard_children::urls(sd, n, version, parts.len()),
                     "allow_partial_results": sd.spec.allow_partial_results,
                 }),
+                None if from_build(sd, n) => built_folder_entry(folder),
                 None => serde_json::Value::from(folder.clone()),
             };
             (n.clone(), entry)
         })
         .collect();
     config_map_of(sd, crate::names::child(&sd.name_any(), "-indices"), labels(sd), &serde_json::Value::Object(paths))
+}
+
+/// Whether index `name` comes from an IndexBuild (its folders carry completion markers).
+fn from_build(sd: &SearchDeployment, name: &str) -> bool {
+    sd.spec.indices.get(name).is_some_and(|s| s.index_build.is_some())
+}
+
+/// The `indices_paths.json` entry of an IndexBuild's folder: `back` refuses it without its completion marker, so
+/// a pod restarted onto a half-written or failed build does not serve it.
+pub fn built_folder_entry(folder: &str) -> serde_json::Value {
+    serde_json::json!({"indice_folder": folder, "require_completion_marker": true})
 }
 
 /// A ConfigMap `name` holding `indices_paths.json`.

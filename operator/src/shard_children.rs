@@ -73,7 +73,12 @@ pub fn shard_objects(
     let name = shard_name(sd, index, version, i);
     let labels = labels(sd, &name, version);
     let config_name = crate::names::child(&name, "-indices");
-    let config = config_map_of(sd, config_name.clone(), labels.clone(), &serde_json::json!({ index: folder }))?;
+    let config = config_map_of(
+        sd,
+        config_name.clone(),
+        labels.clone(),
+        &serde_json::json!({ index: crate::search_deployment::built_folder_entry(folder) }),
+    )?;
     let replicas = sd.spec.shard_autoscaling.is_none().then_some(sd.spec.shard_replicas as i32);
     let annotations = BTreeMap::from([(VERSIONS_ANNOTATION.to_string(), format!("{index}={version}#{i}"))]);
     let deployment = back_deployment(sd, name.clone(), labels.clone(), &config_name, replicas, annotations)?;
@@ -175,7 +180,10 @@ mod tests {
         let sd = sd();
         let (config, deployment, service) = shard_objects(&sd, "laion", "v", 1, "s3://b/idx-parts/1").unwrap();
         let paths: serde_json::Value = serde_json::from_str(&config.data.unwrap()["indices_paths.json"]).unwrap();
-        assert_eq!(paths, serde_json::json!({"laion": "s3://b/idx-parts/1"}));
+        assert_eq!(
+            paths,
+            serde_json::json!({"laion": {"indice_folder": "s3://b/idx-parts/1", "require_completion_marker": true}})
+        );
         let spec = deployment.spec;
         assert_eq!(spec.replicas, Some(2));
         let pod_labels = spec.template.metadata.unwrap().labels.unwrap();

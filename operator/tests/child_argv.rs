@@ -99,7 +99,8 @@ fn every_index_build_pod_parses_to_its_spec() {
         let ib: IndexBuild = resource("IndexBuild", spec_json.clone());
         let job = index_build::build_job(&ib, "s3://data/emb").unwrap();
         let Command::Index(a) = parsed(&job.spec.unwrap().template.spec.unwrap(), 0) else { panic!("not index") };
-        assert_eq!((a.embeddings_folder.as_str(), a.index_folder.as_str()), ("s3://data/emb", ib.spec.output.as_str()));
+        let generation = format!("{}/g2", ib.spec.output);
+        assert_eq!((a.embeddings_folder.as_str(), a.index_folder.as_str()), ("s3://data/emb", generation.as_str()));
         assert_eq!(a.max_index_memory_usage, ib.spec.max_index_memory_usage.parse::<ByteSize>().unwrap());
         assert_eq!(a.modalities, ib.spec.modalities);
         assert_eq!(a.report_path.as_deref(), Some(std::path::Path::new("/dev/termination-log")));
@@ -127,21 +128,24 @@ fn every_distributed_build_pod_parses_to_its_stage() {
     };
     let train = index_of(distributed_build::train_args(&ib, "s3://data/emb").unwrap());
     assert!(train.train_only);
-    assert_eq!(train.index_folder, "s3://data/index-parts/trained");
+    assert_eq!(train.index_folder, "s3://data/index/g2-parts/trained");
     assert_eq!(train.report_path.as_deref(), Some(std::path::Path::new("/dev/termination-log")));
-    let parts = distributed_build::slice_partitions(&[[0, 9, 1000]], 3, &ib.spec.output);
+    let parts = distributed_build::slice_partitions(&[[0, 9, 1000]], 3, &index_build::generation_folder(&ib));
     for (i, part) in parts.iter().enumerate() {
         let a = index_of(distributed_build::part_args(&ib, "s3://data/emb", part).unwrap());
         assert_eq!(a.partition_ids.unwrap().to_string(), part.partitions);
-        assert_eq!(a.index_folder, format!("s3://data/index-parts/{i}"));
-        assert_eq!(a.trained_index_folder.unwrap().to_string_lossy(), "s3://data/index-parts/trained");
+        assert_eq!(a.index_folder, format!("s3://data/index/g2-parts/{i}"));
+        assert_eq!(a.trained_index_folder.unwrap().to_string_lossy(), "s3://data/index/g2-parts/trained");
         assert_eq!(a.max_index_memory_usage.to_string(), "256M");
     }
     ib.status = Some(clip_operator::crd::IndexBuildStatus { parts, ..Default::default() });
     let argv = std::iter::once("clip-retrieval".to_string()).chain(distributed_build::merge_args(&ib));
     let Command::IndexCombiner(m) = Cli::try_parse_from(argv).unwrap().command else { panic!("not index_combiner") };
-    assert_eq!(m.input_folders, ["s3://data/index-parts/0", "s3://data/index-parts/1", "s3://data/index-parts/2"]);
-    assert_eq!(m.output_folder, "s3://data/index");
+    assert_eq!(
+        m.input_folders,
+        ["s3://data/index/g2-parts/0", "s3://data/index/g2-parts/1", "s3://data/index/g2-parts/2"]
+    );
+    assert_eq!(m.output_folder, "s3://data/index/g2");
 }
 
 #[test]
@@ -193,8 +197,8 @@ fn the_examples_run_these_command_lines() {
     );
     let ib: IndexBuild = resource("IndexBuild", example("indexbuild.yaml"));
     assert_eq!(
-        index_build::index_args(&ib.spec, "s3://clip-data/embeddings").unwrap().join(" "),
-        "index --embeddings_folder s3://clip-data/embeddings --index_folder s3://clip-data/index \
+        index_build::index_args(&ib, "s3://clip-data/embeddings").unwrap().join(" "),
+        "index --embeddings_folder s3://clip-data/embeddings --index_folder s3://clip-data/index/g2 \
          --max_index_memory_usage 1G --modalities image,text --report_path /dev/termination-log --no_progress \
          --current_memory_available 4G"
     );

@@ -577,12 +577,15 @@ fn serves_the_web_ui_folder_and_its_config() {
 
 #[test]
 fn broken_configurations_stop_the_server_with_a_clear_error() {
+    assert!(fixture().index.join("_COMPLETE").is_file(), "index writes its completion marker");
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let port = clip_retrieval_tests::free_port().to_string();
     let cases = [
         (json!({"x": {"indice_folder": empty}}), "neither image.index nor text.index"),
+        // A folder whose build has not finished (or failed): no completion marker.
+        (json!({"x": {"indice_folder": empty, "require_completion_marker": true}}), "has no _COMPLETE marker"),
         (json!({"x": {"indice_folders": empty}}), "unknown option"),
         (json!({"x": {"indice_folder": fixture().index, "clip_model": dir.path().join("nope")}}), "no such folder"),
     ];

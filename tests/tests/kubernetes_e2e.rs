@@ -114,7 +114,8 @@ async fn a_user_installs_the_chart_then_embeds_indexes_and_queries_on_kubernetes
     let built = wait_phase(&client, &ns, "IndexBuild", "shapes", "Complete", Duration::from_secs(180)).await;
     assert_eq!(built["vectors"], SAMPLES, "{built}");
     assert!(built["recallAt10"].as_f64().unwrap() > 0.5, "{built}");
-    assert!(bucket.join("index/image.index").is_file());
+    assert!(bucket.join("index/g1/image.index").is_file(), "generation 1's own folder");
+    assert!(bucket.join("index/g1/_COMPLETE").is_file(), "its completion marker");
 
     let ready = wait_until(Duration::from_secs(120), "SearchDeployment ready", || async {
         let s = status(&client, &ns, "SearchDeployment", "shapes").await;

@@ -110,8 +110,10 @@ async fn a_sharded_build_and_its_shards_answer_as_the_merged_deployment() {
     for other in ["job-name=shapes-part0-g1-a1", "job-name=shapes-part2-g1-a1"] {
         assert_eq!(pods_with(&client, &ns, other).await.len(), 1, "{other} ran once");
     }
-    assert!(bucket.join("index/metadata.arrow").is_file(), "merged into the output folder");
-    assert!(bucket.join("index-parts/2/image.index").is_file());
+    assert!(bucket.join("index/g1/metadata.arrow").is_file(), "merged into the generation's folder");
+    assert!(bucket.join("index/g1/_COMPLETE").is_file(), "the merge's completion marker");
+    assert!(bucket.join("index/g1-parts/2/image.index").is_file());
+    assert!(bucket.join("index/g1-parts/2/_COMPLETE").is_file(), "the part's completion marker");
 
     for name in ["sharded", "merged"] {
         wait_until(Duration::from_secs(240), &format!("SearchDeployment {name} ready"), || async {

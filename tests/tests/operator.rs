@@ -186,7 +186,7 @@ async fn an_index_build_waits_for_its_embeddings_and_a_search_deployment_rolls_t
     let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
     assert_eq!(
         c.args.clone().unwrap().join(" "),
-        "index --embeddings_folder s3://data/emb --index_folder s3://data/index --max_index_memory_usage 1G \
+        "index --embeddings_folder s3://data/emb --index_folder s3://data/index/g1 --max_index_memory_usage 1G \
          --modalities image,text --report_path /dev/termination-log --no_progress --current_memory_available 8G"
     );
     assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
@@ -197,7 +197,9 @@ async fn an_index_build_waits_for_its_embeddings_and_a_search_deployment_rolls_t
         (condition(&s, "Ready")["status"] == "True" && s["readyReplicas"] == 1).then_some(s)
     })
     .await;
-    let version = format!("idx@{}", built["completionTime"].as_str().unwrap());
+    assert_eq!(built["latestComplete"]["folder"], "s3://data/index/g1");
+    assert_eq!(built["latestComplete"]["completionTime"], built["completionTime"]);
+    let version = "idx@g1".to_string();
     assert_eq!(first["loadedIndices"]["laion"], version.as_str());
     assert_eq!(first["endpoint"], format!("https://search.example.com/ (http://web.{ns}.svc:8080)"));
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get("web").await.unwrap();
@@ -218,7 +220,7 @@ async fn an_index_build_waits_for_its_embeddings_and_a_search_deployment_rolls_t
     );
     let config = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("web-indices").await.unwrap();
     let paths: Value = serde_json::from_str(&config.data.unwrap()["indices_paths.json"]).unwrap();
-    assert_eq!(paths, json!({"laion": "s3://data/index"}));
+    assert_eq!(paths, json!({"laion": {"indice_folder": "s3://data/index/g1", "require_completion_marker": true}}));
     let service = Api::<Service>::namespaced(client.clone(), &ns).get("web").await.unwrap();
     assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8080);
     let hpa_resource =
@@ -242,7 +244,8 @@ async fn an_index_build_waits_for_its_embeddings_and_a_search_deployment_rolls_t
         (s["phase"] == "Complete" && s["jobName"] == "idx-build-g2").then_some(s)
     })
     .await;
-    let second = format!("idx@{}", rebuilt["completionTime"].as_str().unwrap());
+    assert_eq!(rebuilt["latestComplete"]["folder"], "s3://data/index/g2");
+    let second = "idx@g2".to_string();
     assert_ne!(second, version);
     let rolled = wait_until(Duration::from_secs(60), "rolled to the new index", || async {
         let s = status(&client, &ns, "SearchDeployment", "web").await;

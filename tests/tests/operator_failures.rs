@@ -187,3 +187,93 @@ async fn a_name_over_63_characters_runs_with_cut_names_and_labels() {
         assert!(job.labels().values().all(|v| v.len() <= 63), "{:?}", job.labels());
     }
 }
+
+const REPORT: &str = r#"{"indices":{"image":{"index_key":"Flat","index_bytes":100,"recall_at_10":1.0,"count":4}}}"#;
+
+/// Merges `env` into the IndexBuild's fake-kubelet env (a new spec generation; earlier keys stay).
+async fn rebuild(client: &kube::Client, ns: &str, env: Value) {
+    let patch = json!({"spec": {"env": env}});
+    custom(client, ns, "IndexBuild")
+        .patch("idx", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generations_never_mix_a_new_one_stops_the_last_a_failed_one_is_not_served() {
+    let (plane, client, ns) = setup("generations").await;
+    let _operator = Operator::start(plane, &ns, "a");
+    let spec = json!({"embeddings": {"uri": "s3://data/emb"}, "output": "s3://data/index", "image": "clip-retrieval:test",
+                      "env": {"FAKE_TERMINATION_MESSAGE": REPORT}});
+    create(&client, &ns, "IndexBuild", "idx", spec).await.unwrap();
+    let first = wait_phase(&client, &ns, "IndexBuild", "idx", "Complete", Duration::from_secs(60)).await;
+    assert_eq!(first["latestComplete"]["generation"], 1);
+    assert_eq!(first["latestComplete"]["folder"], "s3://data/index/g1");
+    let sd = json!({"indices": {"laion": {"indexBuild": "idx"}}, "image": "clip-retrieval:test"});
+    create(&client, &ns, "SearchDeployment", "web", sd).await.unwrap();
+    let serves = |generation: &'static str| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            wait_until(Duration::from_secs(60), generation, || async {
+                let s = status(&client, &ns, "SearchDeployment", "web").await;
+                (s["loadedIndices"]["laion"] == generation).then_some(s)
+            })
+            .await
+        }
+    };
+    serves("idx@g1").await;
+    let config = || async {
+        let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
+        let data = maps.get("web-indices").await.unwrap().data.unwrap();
+        serde_json::from_str::<Value>(&data["indices_paths.json"]).unwrap()
+    };
+    assert_eq!(
+        config().await["laion"],
+        json!({"indice_folder": "s3://data/index/g1", "require_completion_marker": true})
+    );
+
+    // Generation 2 runs long; generation 3 starts while it runs: 2's Job is stopped.
+    rebuild(&client, &ns, json!({"FAKE_TERMINATION_MESSAGE": REPORT, "FAKE_RUN_SECONDS": "600"})).await;
+    let jobs_api = Api::<Job>::namespaced(client.clone(), &ns);
+    wait_until(Duration::from_secs(30), "generation 2 running", || async {
+        jobs_api.get_opt("idx-build-g2").await.ok()?.map(|_| ())
+    })
+    .await;
+    rebuild(
+        &client,
+        &ns,
+        json!({"FAKE_EXIT_CODE": "1", "FAKE_RUN_SECONDS": "0.5", "FAKE_TERMINATION_MESSAGE": "Error: disk full"}),
+    )
+    .await;
+    wait_until(Duration::from_secs(30), "generation 2 stopped", || async {
+        let g2 = jobs_api.get_opt("idx-build-g2").await.ok()?;
+        g2.is_none_or(|j| j.metadata.deletion_timestamp.is_some()).then_some(())
+    })
+    .await;
+    // Generation 3 fails: the SearchDeployment keeps serving generation 1, untouched.
+    // (The Job controller waits 10 s, then 20 s, between a failed pod and its retry.)
+    let started = Instant::now();
+    let failed = loop {
+        let s = status(&client, &ns, "IndexBuild", "idx").await;
+        if s["phase"] == "Failed" && s["observedGeneration"] == 3 {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "generation 3 did not fail: {s}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, reason, message) = cond(&failed, "Failed");
+    assert_eq!(reason, "BuildFailed");
+    assert!(message.contains("idx-build-g3 failed"), "{message}");
+    assert_eq!(failed["latestComplete"]["generation"], 1, "a failed build is never the one to serve");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status(&client, &ns, "SearchDeployment", "web").await;
+    assert_eq!(s["loadedIndices"]["laion"], "idx@g1");
+    assert_eq!(config().await["laion"]["indice_folder"], "s3://data/index/g1");
+
+    // Generation 4 succeeds: the switch is to its own folder.
+    rebuild(&client, &ns, json!({"FAKE_EXIT_CODE": "0", "FAKE_TERMINATION_MESSAGE": REPORT})).await;
+    let s = serves("idx@g4").await;
+    assert_eq!(condition(&s, "Ready")["status"], "True");
+    assert_eq!(config().await["laion"]["indice_folder"], "s3://data/index/g4");
+}

@@ -108,6 +108,10 @@ pub struct BackArgs {
     /// `x-clip-retrieval-partial` header (per index: `allow_partial_results` in indices_paths; per request too).
     #[arg(long)]
     pub allow_partial_results: bool,
+    /// Refuse to serve an index folder without its `_COMPLETE` marker (written last by `index` and
+    /// `index_combiner`) for every index that does not set `require_completion_marker` itself.
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub require_completion_marker: bool,
     /// Accepted for compatibility with clip-retrieval; no effect (metadata is an Arrow row store).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub enable_hdf5: Option<bool>,

@@ -176,6 +176,7 @@ fn back() {
         cache_path: Some("/c".into()),
         shard_timeout: Seconds(0.5),
         allow_partial_results: true,
+        require_completion_marker: true,
         enable_hdf5: Some(true),
         reorder_metadata_by_ivf_index: Some(false),
         use_jit: Some(true),

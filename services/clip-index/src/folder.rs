@@ -214,6 +214,23 @@ pub fn build_folder(storage: &Storage, job: &FolderBuild, progress: &dyn BuildPr
     Ok(FolderReport { indices, metadata_rows })
 }
 
+/// Written last into every folder `index` and `index_combiner` finish (with the build's summary): a folder without
+/// it is still being written, or its build failed. `back` with `require_completion_marker` (the operator's query
+/// pods) refuses such a folder instead of serving vectors that may not match their metadata.
+pub const COMPLETION_MARKER: &str = "_COMPLETE";
+
+/// Writes `folder`'s completion marker holding `summary`; call it after everything else in the folder is written.
+pub fn mark_complete(storage: &Storage, folder: &Location, summary: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_vec_pretty(summary).expect("JSON serialises");
+    storage.write(&folder.join(COMPLETION_MARKER), &text)?;
+    Ok(())
+}
+
+/// Whether `folder` has its completion marker.
+pub fn is_complete(storage: &Storage, folder: &Location) -> Result<bool> {
+    Ok(storage.exists(&folder.join(COMPLETION_MARKER))?)
+}
+
 /// The file faiss reads inside an index that is a folder (`image.index/populated.index`, as faiss's `merge_ondisk`
 /// and clip-retrieval's `index_combiner` write it, beside `merged_index.ivfdata`).
 pub const POPULATED_INDEX: &str = "populated.index";

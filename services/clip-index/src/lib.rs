@@ -29,7 +29,8 @@ pub use embeddings::EmbeddingSource;
 pub use error::{IndexError, Result};
 pub use faiss_index::{FaissIndex, Metric, Neighbours};
 pub use folder::{
-    build_folder, open_or_build_row_store, open_row_store, FolderBuild, FolderReport, LoadedIndex, Modality,
+    build_folder, is_complete, mark_complete, open_or_build_row_store, open_row_store, FolderBuild, FolderReport,
+    LoadedIndex, Modality, COMPLETION_MARKER,
 };
 pub use report::{IndexReport, RerankReport};
 pub use row_store::RowStore;

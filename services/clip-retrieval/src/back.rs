@@ -57,6 +57,7 @@ fn index_defaults(a: &BackArgs) -> IndexOptions {
         aesthetic_embeddings: a.aesthetic_embeddings.clone(),
         image_roots: a.image_roots.clone(),
         allow_partial_results: a.allow_partial_results,
+        require_completion_marker: a.require_completion_marker,
         ..Default::default()
     };
     if let Some(c) = &a.columns_to_return {

@@ -25,6 +25,11 @@ pub fn run(storage: &Storage, a: IndexArgs) -> Result<()> {
         a.trained_index_folder = Some(local);
     }
     let job = folder_build(&a);
+    // A rebuild into a finished folder: it is not complete again until this build is.
+    let folder = Location::parse(&a.index_folder);
+    if clip_index::is_complete(storage, &folder)? {
+        storage.delete(&folder.join(clip_index::COMPLETION_MARKER))?;
+    }
     let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {bar:30} {pos}/{len} rows ({per_sec})")
@@ -33,6 +38,8 @@ pub fn run(storage: &Storage, a: IndexArgs) -> Result<()> {
     let progress = IndexBar { bar };
     let report = clip_index::build_folder(storage, &job, &progress)?;
     progress.bar.finish_and_clear();
+    // Last: a reader that finds the marker finds every file of this build.
+    clip_index::mark_complete(storage, &Location::parse(&a.index_folder), &build_summary(&report))?;
     for (modality, r) in &report.indices {
         let rerank = match &r.rerank {
             Some(rr) => format!(
@@ -235,6 +242,8 @@ pub fn combine(storage: &Storage, a: IndexCombinerArgs) -> Result<()> {
         let files = storage.upload_folder(&out, &target)?;
         println!("uploaded {files} files to {target}");
     }
+    let summary = serde_json::json!({"merged_from": a.input_folders});
+    clip_index::mark_complete(storage, &target, &summary)?;
     print_peak_rss();
     Ok(())
 }

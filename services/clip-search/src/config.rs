@@ -44,6 +44,9 @@ pub struct IndexOptions {
     /// With shards: a shard that fails or times out is left out of the answer (named in a response header)
     /// instead of failing the request with a 503; a request's `allow_partial_results` overrides it.
     pub allow_partial_results: bool,
+    /// Refuse a folder without its completion marker (`_COMPLETE`, written last by `index` and `index_combiner`):
+    /// a build still writing it, or one that failed half way, is never served.
+    pub require_completion_marker: bool,
 }
 
 impl Default for IndexOptions {
@@ -63,6 +66,7 @@ impl Default for IndexOptions {
             image_roots: None,
             shards: Vec::new(),
             allow_partial_results: false,
+            require_completion_marker: false,
         }
     }
 }
@@ -126,6 +130,7 @@ fn apply_key(o: &mut IndexOptions, key: &str, v: Value) -> std::result::Result<(
                 .map(|c| c.as_str().map(str::to_string).ok_or_else(|| format!("column {c} is not a string")))
                 .collect::<std::result::Result<_, _>>()?;
         }
+        "require_completion_marker" => o.require_completion_marker = boolean(v)?,
         "provide_safety_model" => o.provide_safety_model = boolean(v)?,
         "provide_violence_detector" => o.provide_violence_detector = boolean(v)?,
         "provide_aesthetic_embeddings" => o.provide_aesthetic_embeddings = boolean(v)?,

@@ -90,6 +90,15 @@ impl IndexResource {
         if !o.shards.is_empty() {
             return Self::sharded(storage, name, o, models, limits, shard_options);
         }
+        if o.require_completion_marker
+            && !clip_index::is_complete(storage, &clip_data::Location::parse(&o.indice_folder))?
+        {
+            return Err(SearchError::Config(format!(
+                "index {name:?}: {} has no {} marker: its build is still writing it or failed, so it is not served",
+                o.indice_folder,
+                clip_index::COMPLETION_MARKER
+            )));
+        }
         let folder = local_folder(storage, &o.indice_folder, cache)?;
         let open = |modality| open_index(&folder, modality, o.enable_faiss_memory_mapping);
         let image = open(Modality::Image)?;
