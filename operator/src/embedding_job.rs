@@ -47,8 +47,7 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
     let indexed = ctx.caps.indexed_jobs_per_index_backoff;
     let mut status = old.clone();
     if recheck {
-        status.phase = String::new();
-        status.conditions.retain(|c| c.type_ != "Failed");
+        crate::outcome::clear_failure(&mut status.phase, &mut status.conditions);
     }
     status.partitions_total = ej.spec.partitions;
     status.observed_generation = ej.metadata.generation;

@@ -46,9 +46,7 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
     }
     let mut status = old.clone();
     if recheck {
-        // The spec or the cluster may have been fixed: the failure is reported again if it persists.
-        status.phase = String::new();
-        status.conditions.retain(|c| c.type_ != "Failed");
+        crate::outcome::clear_failure(&mut status.phase, &mut status.conditions);
     }
     if status.observed_generation != generation {
         // A new spec: a new build (the last one's results stay until it completes).

@@ -67,6 +67,13 @@ pub fn failed_by_error(conditions: &[Condition]) -> bool {
         .any(|c| c.type_ == "Failed" && c.status == "True" && RECHECKED_FAILURES.contains(&c.reason.as_str()))
 }
 
+/// Forgets a failure the error path reported (the spec or the cluster may have been fixed): the reconcile computes
+/// the phase again, and the failure comes back if it persists.
+pub fn clear_failure(phase: &mut String, conditions: &mut Vec<Condition>) {
+    phase.clear();
+    conditions.retain(|c| c.type_ != "Failed");
+}
+
 /// Runs `reconcile` and reports its error: a success forgets the object's failures; a permanent error fails the
 /// resource and is checked again after the back-off; any other error is returned for `error_policy` to retry,
 /// marking the resource `Degraded` once it persists.
