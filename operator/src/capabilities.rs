@@ -13,13 +13,21 @@ pub struct Capabilities {
     /// Indexed Jobs with per-index retry limits (`backoffLimitPerIndex`, on by default from 1.29): one Job runs
     /// every partition. Before that, one Job per partition gives each partition its own retry limit.
     pub indexed_jobs_per_index_backoff: bool,
+    /// `Job.spec.suspend` (on by default from 1.22; what Kueue admits by). Before that a queued Job is held at
+    /// parallelism 0 ([`crate::admission`]).
+    pub job_suspend: bool,
 }
 
 impl Capabilities {
     /// What a server of this version offers (API discovery refines `hpa_v2` in [`Capabilities::detect`]).
     pub fn for_version(major: u32, minor: u32) -> Self {
         let at_least = |m: u32| (major, minor) >= (1, m);
-        Capabilities { version: (major, minor), hpa_v2: at_least(23), indexed_jobs_per_index_backoff: at_least(29) }
+        Capabilities {
+            version: (major, minor),
+            hpa_v2: at_least(23),
+            indexed_jobs_per_index_backoff: at_least(29),
+            job_suspend: at_least(22),
+        }
     }
 
     /// Asks the server: its version, and whether it serves `autoscaling/v2`.
@@ -55,10 +63,10 @@ mod tests {
     #[test]
     fn versions_map_to_features() {
         let old = Capabilities::for_version(1, 20);
-        assert!(!old.hpa_v2 && !old.indexed_jobs_per_index_backoff);
+        assert!(!old.hpa_v2 && !old.indexed_jobs_per_index_backoff && !old.job_suspend);
         assert_eq!(old.hpa_api_version(), "autoscaling/v2beta2");
         let mid = Capabilities::for_version(1, 25);
-        assert!(mid.hpa_v2 && !mid.indexed_jobs_per_index_backoff);
+        assert!(mid.hpa_v2 && !mid.indexed_jobs_per_index_backoff && mid.job_suspend);
         let new = Capabilities::for_version(1, 33);
         assert!(new.hpa_v2 && new.indexed_jobs_per_index_backoff);
         assert_eq!(new.hpa_api_version(), "autoscaling/v2");

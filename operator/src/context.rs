@@ -5,7 +5,7 @@ use crate::capabilities::Capabilities;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -139,6 +139,18 @@ pub fn owner_reference<K: Resource<DynamicType = ()>>(
     owner: &K,
 ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
     owner.controller_owner_ref(&()).ok_or_else(|| Error::MissingField(owner.name_any(), "metadata.uid"))
+}
+
+/// Deletes `name` (in the background); absent is fine.
+pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

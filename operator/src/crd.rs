@@ -15,7 +15,7 @@ pub mod k8s {
 }
 
 /// The CLI's value types, shared so that a spec value is exactly a flag value.
-pub use clip_cli::{InputFormat, Modality as IndexModality};
+pub use clip_cli::{EmbeddingDtype, InputFormat, Metric, Modality as IndexModality};
 
 /// API group of every resource.
 pub const GROUP: &str = "clip-retrieval.io";
@@ -131,6 +131,22 @@ pub struct Placement {
     pub pod_template: Option<PodTemplate>,
 }
 
+/// Whether and when the resource's Jobs may run: paused by the user, or admitted by a batch queue (Kueue).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Admission {
+    /// Runs no Jobs while true: unfinished Jobs are deleted (their pods stop, as a suspended Job's do) and none
+    /// are started; finished work is kept. Setting it back resumes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// Kueue LocalQueue admitting the Jobs: they carry `kueue.x-k8s.io/queue-name` and are created suspended
+    /// (`spec.suspend`; on servers before 1.22, parallelism 0 with the real value in the annotation
+    /// `clip-retrieval.io/held-parallelism`), and run when the queue admits them. Status says `Queued` meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub queue_name: Option<String>,
+}
+
 /// A status condition, as metav1.Condition has it: type, status, reason, message, the time `status` last changed
 /// and the spec generation it was computed from.
 ///
@@ -198,6 +214,30 @@ pub struct EmbeddingJobSpec {
     #[serde(default = "default_retries")]
     #[schemars(range(min = 0, max = 100))]
     pub retries_per_partition: u32,
+    /// Image member extension (webdataset) or column (parquet): `--wds_image_key` (the CLI's default `jpg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wds_image_key: Option<String>,
+    /// Caption member extension (webdataset) or column (parquet): `--wds_caption_key` (default `txt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wds_caption_key: Option<String>,
+    /// Element type of the embedding files: `float16` (clip-retrieval's, the default) or `float32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_dtype: Option<EmbeddingDtype>,
+    /// Compute image embeddings (`--enable_image`, default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_image: Option<bool>,
+    /// Compute text embeddings (`--enable_text`, default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_text: Option<bool>,
+    /// More `clip-retrieval inference` flags, appended to the ones the operator writes (e.g. `["--num_prepro_workers=8"]`). The
+    /// whole command line is checked by the CLI's own parser before any pod is created: an unknown flag, a bad
+    /// value or a flag the operator already sets fails the resource (`Failed`, reason `InvalidSpec`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub extra_args: Vec<String>,
+    /// Suspension and queue admission of the partitions' Jobs.
+    #[serde(flatten)]
+    pub admission: Admission,
     /// Pods: image, resources, node selection.
     #[serde(flatten)]
     pub placement: Placement,
@@ -207,10 +247,10 @@ pub struct EmbeddingJobSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EmbeddingJobStatus {
-    /// Pending, Running, Complete or Failed.
+    /// Pending, Queued, Running, Suspended, Complete or Failed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
-    /// Progressing, Complete, Failed.
+    /// Progressing, Complete, Failed, Queued, Suspended, Degraded.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Partitions in all.
@@ -297,6 +337,29 @@ pub struct IndexBuildSpec {
     #[serde(default = "default_part_retries")]
     #[schemars(range(min = 0, max = 20))]
     pub part_retries: u32,
+    /// A faiss factory string to build instead of the tuned choice (`--index_key`, e.g. `IVF4096,PQ32`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_key: Option<String>,
+    /// Distance: `ip` (cosine on normalised embeddings, the default) or `l2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// Single-query latency budget of the tuning, in milliseconds (`--max_index_query_time_ms`, default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 100000.0))]
+    pub max_index_query_time_ms: Option<f64>,
+    /// recall@10 the tuned index should reach (`--min_recall`, 0 to 1); the build warns when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_recall: Option<f64>,
+    /// More `clip-retrieval index` flags, appended to the ones the operator writes (e.g. `["--nb_cores=8"]`). The
+    /// whole command line is checked by the CLI's own parser before any pod is created: an unknown flag, a bad
+    /// value or a flag the operator already sets fails the resource (`Failed`, reason `InvalidSpec`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub extra_args: Vec<String>,
+    /// Suspension and queue admission of the build's Jobs.
+    #[serde(flatten)]
+    pub admission: Admission,
     /// Pod: image, resources, node selection.
     #[serde(flatten)]
     pub placement: Placement,
@@ -347,10 +410,10 @@ pub struct BuiltGeneration {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexBuildStatus {
-    /// Waiting, Running, Complete or Failed.
+    /// Waiting, Queued, Running, Suspended, Complete or Failed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
-    /// Progressing, Complete, Failed.
+    /// Progressing, Complete, Failed, Queued, Suspended, Degraded.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// faiss index key of the image index (e.g. `IVF1024,SQ8`).
@@ -483,6 +546,48 @@ pub struct SearchDeploymentSpec {
     /// instead of failing with a 503.
     #[serde(default)]
     pub allow_partial_results: bool,
+    /// Metadata columns results carry (`--columns_to_return`; default url, image_path, caption, NSFW).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns_to_return: Vec<String>,
+    /// Memory-map the index files instead of reading them into memory (`--enable_faiss_memory_mapping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_faiss_memory_mapping: Option<bool>,
+    /// Load the safety model (`--provide_safety_model`; from `safetyModel` or the model's `filters/safety.onnx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provide_safety_model: Option<bool>,
+    /// ONNX safety classifier over embeddings (`--safety_model`; implies `provideSafetyModel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_model: Option<String>,
+    /// Load the violence detector (`--provide_violence_detector`; from `violenceDetector` or the model's filters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provide_violence_detector: Option<bool>,
+    /// `.npy` of violence prompt embeddings (`--violence_detector`; implies `provideViolenceDetector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violence_detector: Option<String>,
+    /// Load aesthetic embeddings (`--provide_aesthetic_embeddings`, default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provide_aesthetic_embeddings: Option<bool>,
+    /// Folder of `rating0.npy` .. `rating9.npy` (`--aesthetic_embeddings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aesthetic_embeddings: Option<String>,
+    /// Cap on `num_images` per request (`--max_num_images`, default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_num_images: Option<u32>,
+    /// Cap on `num_result_ids` per request (`--max_num_result_ids`, default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_num_result_ids: Option<u32>,
+    /// Whole-request time limit in seconds (`--request_timeout`, default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.1, max = 3600.0))]
+    pub request_timeout_seconds: Option<f64>,
+    /// More `clip-retrieval back` flags, appended to the ones the operator writes (e.g. `["--search_threads=4"]`). The
+    /// whole command line is checked by the CLI's own parser before any pod is created: an unknown flag, a bad
+    /// value or a flag the operator already sets fails the resource (`Failed`, reason `InvalidSpec`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub extra_args: Vec<String>,
     /// Pods: image, resources, node selection.
     #[serde(flatten)]
     pub placement: Placement,

@@ -52,7 +52,7 @@ pub fn merge_job_name(ib: &IndexBuild) -> String {
 pub fn train_args(ib: &IndexBuild, embeddings: &str) -> Result<Vec<String>> {
     let mut args: IndexArgs = summary_args(&ib.spec, embeddings, &trained_folder(&generation_folder(ib)))?;
     args.train_only = true;
-    Ok(args.to_argv_pinning(&["max_index_memory_usage"]))
+    crate::index_build::render_index(&ib.spec, &args)
 }
 
 /// `index --trained_index_folder <trained> --partition_ids <slice>` into the part's folder.
@@ -64,7 +64,7 @@ pub fn part_args(ib: &IndexBuild, embeddings: &str, part: &IndexPart) -> Result<
             .parse::<PartitionIds>()
             .map_err(|e| Error::InvalidSpec(format!("status.parts partitions {e}")))?,
     );
-    Ok(args.to_argv_pinning(&["max_index_memory_usage"]))
+    crate::index_build::render_index(&ib.spec, &args)
 }
 
 /// `index_combiner` of every part, in id order, into `output`.
@@ -287,7 +287,7 @@ async fn get_or_create(
             crate::context::check_owner("Job", &wanted.metadata, &job.metadata)?;
             Ok(job)
         }
-        None => ctx.apply(namespace, &wanted).await,
+        None => crate::admission::create(ctx, namespace, wanted, &ib.spec.admission).await,
     }
 }
 

@@ -11,7 +11,7 @@ use crate::health::Verdict;
 use crate::pods::{self, job_state, JobState};
 use crate::status::{format_ranges, parse_ranges, set_condition};
 use crate::{Error, Result};
-use clip_cli::{CommandArgs, InferenceArgs};
+use clip_cli::InferenceArgs;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -62,11 +62,15 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
             pods::last_termination(&ctx.client, &namespace, &job_name(&ej, Some(partition), indexed), false).await?;
         failures.insert(partition, format!("{reason}{}", pods::describe_failure(pod.as_ref())));
     }
-    let launched = if failures.is_empty() && succeeded.len() < ej.spec.partitions as usize {
-        launch(&ctx, &ej, &namespace, &jobs, &succeeded, running).await?
-    } else {
-        0
-    };
+    let admission = &ej.spec.admission;
+    let suspended = crate::admission::apply_suspend(&jobs_api, admission, &jobs, &mut status.conditions).await?;
+    let mut jobs = jobs;
+    let mut launched = 0;
+    if !suspended && failures.is_empty() && succeeded.len() < ej.spec.partitions as usize {
+        let started = launch(&ctx, &ej, &namespace, &jobs, &succeeded, running).await?;
+        launched = started.len() as u32;
+        jobs.extend(started);
+    }
     status.succeeded_partition_ids = format_ranges(&succeeded);
     status.partitions_succeeded = succeeded.len() as u32;
     status.partitions_failed = failures.len() as u32;
@@ -74,14 +78,20 @@ pub async fn reconcile(ej: Arc<EmbeddingJob>, ctx: Arc<Context>) -> Result<Actio
     if status.start_time.is_none() && (running + launched) > 0 {
         status.start_time = Some(crate::status::now());
     }
+    let unfinished = !matches!(status.phase.as_str(), "Complete" | "Failed");
+    let all_queued = crate::admission::report_queue(&mut status.conditions, admission, &jobs);
+    if unfinished && suspended {
+        status.phase = "Suspended".into();
+        set_condition(&mut status.conditions, "Progressing", false, "Suspended", crate::admission::SUSPENDED);
+    } else if unfinished && all_queued {
+        status.phase = "Queued".into();
+    }
     let mut requeue = Duration::from_secs(60);
-    if !matches!(status.phase.as_str(), "Complete" | "Failed") {
+    if unfinished && !suspended {
         let selector = format!("{LABEL}={}", crate::names::label_value(&ej.name_any()));
         match ctx.assess_pods(&namespace, &selector, &mut status.conditions).await? {
             Verdict::Failed(reason, message) => {
-                status.phase = "Failed".into();
-                set_condition(&mut status.conditions, "Progressing", false, &reason, &message);
-                set_condition(&mut status.conditions, "Failed", true, &reason, &message);
+                crate::status::fail(&mut status.phase, &mut status.conditions, &reason, &message);
                 pods::stop_jobs(&jobs_api, &jobs).await?;
             }
             Verdict::Degraded(check_in) => requeue = check_in,
@@ -139,7 +149,7 @@ fn observe_indexed(jobs: &[Job], succeeded: &mut BTreeSet<u32>) -> (Vec<(u32, St
     (failed, running)
 }
 
-/// Starts Jobs for partitions that have none, up to `parallelism` running; returns how many were started.
+/// Starts Jobs for partitions that have none, up to `parallelism` running; returns the Jobs started.
 async fn launch(
     ctx: &Context,
     ej: &EmbeddingJob,
@@ -147,22 +157,21 @@ async fn launch(
     jobs: &[Job],
     succeeded: &BTreeSet<u32>,
     running: u32,
-) -> Result<u32> {
+) -> Result<Vec<Job>> {
+    let admission = &ej.spec.admission;
     if ctx.caps.indexed_jobs_per_index_backoff {
         if jobs.iter().any(|j| !j.labels().contains_key(PARTITION_LABEL)) {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        ctx.apply(namespace, &indexed_job(ej)?).await?;
-        return Ok(1);
+        return Ok(vec![crate::admission::create(ctx, namespace, indexed_job(ej)?, admission).await?]);
     }
     let existing: BTreeSet<u32> =
         jobs.iter().filter_map(|j| j.labels().get(PARTITION_LABEL).and_then(|p| p.parse().ok())).collect();
     let free = ej.spec.parallelism.saturating_sub(running);
     let todo = (0..ej.spec.partitions).filter(|p| !succeeded.contains(p) && !existing.contains(p));
-    let mut started = 0;
+    let mut started = Vec::new();
     for partition in todo.take(free as usize) {
-        ctx.apply(namespace, &partition_job(ej, partition)?).await?;
-        started += 1;
+        started.push(crate::admission::create(ctx, namespace, partition_job(ej, partition)?, admission).await?);
     }
     Ok(started)
 }
@@ -233,8 +242,9 @@ pub fn job_name(ej: &EmbeddingJob, partition: Option<u32>, indexed: bool) -> Str
 }
 
 /// The `clip-retrieval inference` arguments for partition `partition`, or for the partition in `$(PARTITION_ID)`
-/// (the Indexed Job's completion index, expanded by the kubelet) when `None`.
-pub fn inference_args(spec: &EmbeddingJobSpec, partition: Option<u32>) -> Vec<String> {
+/// (the Indexed Job's completion index, expanded by the kubelet) when `None`; `extraArgs` appended and checked.
+pub fn inference_args(spec: &EmbeddingJobSpec, partition: Option<u32>) -> Result<Vec<String>> {
+    use crate::command_line::pin_if;
     let mut args = InferenceArgs::new(&spec.input, &spec.output);
     args.input_format = spec.input_format;
     args.output_partition_count = Some(spec.partitions as usize);
@@ -245,11 +255,32 @@ pub fn inference_args(spec: &EmbeddingJobSpec, partition: Option<u32>) -> Vec<St
     args.model.clip_model = spec.model.clone();
     args.model.device = pods::device(&spec.placement);
     // Everything the spec sets is written out, defaults included: the image's defaults may differ.
-    let mut argv = args.to_argv_pinning(&["input_format", "batch_size", "enable_metadata"]);
+    let mut pins = vec!["input_format", "batch_size", "enable_metadata"];
+    if let Some(key) = &spec.wds_image_key {
+        args.wds_image_key = key.clone();
+    }
+    pin_if(&mut pins, spec.wds_image_key.is_some(), "wds_image_key");
+    if let Some(key) = &spec.wds_caption_key {
+        args.wds_caption_key = key.clone();
+    }
+    pin_if(&mut pins, spec.wds_caption_key.is_some(), "wds_caption_key");
+    if let Some(dtype) = spec.embedding_dtype {
+        args.embedding_dtype = dtype;
+    }
+    pin_if(&mut pins, spec.embedding_dtype.is_some(), "embedding_dtype");
+    if let Some(on) = spec.enable_image {
+        args.enable_image = on;
+    }
+    pin_if(&mut pins, spec.enable_image.is_some(), "enable_image");
+    if let Some(on) = spec.enable_text {
+        args.enable_text = on;
+    }
+    pin_if(&mut pins, spec.enable_text.is_some(), "enable_text");
+    let mut argv = crate::command_line::render(&args, &pins, &spec.extra_args)?;
     if partition.is_none() {
         pods::replace_value(&mut argv, "--partition_ids", "$(PARTITION_ID)");
     }
-    argv
+    Ok(argv)
 }
 
 fn labels(ej: &EmbeddingJob, partition: Option<u32>) -> BTreeMap<String, String> {
@@ -265,7 +296,8 @@ fn labels(ej: &EmbeddingJob, partition: Option<u32>) -> BTreeMap<String, String>
 
 /// The Job computing one partition, retried alone up to `retriesPerPartition` times.
 pub fn partition_job(ej: &EmbeddingJob, partition: u32) -> Result<Job> {
-    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, Some(partition)), vec![]);
+    let container =
+        pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, Some(partition))?, vec![]);
     let spec = JobSpec {
         backoff_limit: Some(ej.spec.retries_per_partition as i32),
         completions: Some(1),
@@ -279,7 +311,7 @@ pub fn partition_job(ej: &EmbeddingJob, partition: u32) -> Result<Job> {
 /// The Indexed Job running every partition (`backoffLimitPerIndex` = `retriesPerPartition`).
 pub fn indexed_job(ej: &EmbeddingJob) -> Result<Job> {
     let env = vec![pods::env_from_annotation("PARTITION_ID", COMPLETION_INDEX_ANNOTATION)];
-    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, None), env);
+    let container = pods::container("inference", &ej.spec.placement, inference_args(&ej.spec, None)?, env);
     let spec = JobSpec {
         completion_mode: Some("Indexed".into()),
         completions: Some(ej.spec.partitions as i32),

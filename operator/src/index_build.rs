@@ -8,7 +8,7 @@ use crate::health::Verdict;
 use crate::pods;
 use crate::status::set_condition;
 use crate::{Error, Result};
-use clip_cli::{CommandArgs, IndexArgs};
+use clip_cli::IndexArgs;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
@@ -57,25 +57,25 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
         stop_superseded(&ctx, &ib, &namespace).await?;
     }
     status.observed_generation = generation;
-    match embeddings(&ctx, &ib.spec, &namespace).await? {
-        Embeddings::Failed(message) => fail(&mut status, "InvalidSpec", &message),
-        Embeddings::Waiting(message) => {
-            status.phase = "Waiting".into();
-            set_condition(&mut status.conditions, "Progressing", false, "WaitingForEmbeddings", &message);
-        }
-        Embeddings::Ready(folder) if ib.spec.shards > 1 => {
-            crate::distributed_build::run(&ctx, &ib, &namespace, &folder, &mut status).await?
-        }
-        Embeddings::Ready(folder) => run_build(&ctx, &ib, &namespace, &folder, &mut status).await?,
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = format!("{LABEL}={}", crate::names::label_value(&ib.name_any()));
+    let admission = &ib.spec.admission;
+    let mine = jobs.list(&ListParams::default().labels(&selector)).await?.items;
+    if crate::admission::apply_suspend(&jobs, admission, &mine, &mut status.conditions).await? {
+        status.phase = "Suspended".into();
+        set_condition(&mut status.conditions, "Progressing", false, "Suspended", crate::admission::SUSPENDED);
+    } else {
+        build(&ctx, &ib, &namespace, &mut status).await?;
     }
     let mut requeue = Duration::from_secs(60);
-    if status.phase == "Running" {
-        let selector = format!("{LABEL}={}", crate::names::label_value(&ib.name_any()));
+    let mine = jobs.list(&ListParams::default().labels(&selector)).await?.items;
+    let all_queued = crate::admission::report_queue(&mut status.conditions, admission, &mine);
+    if status.phase == "Running" && all_queued {
+        status.phase = "Queued".into();
+    } else if status.phase == "Running" {
         match ctx.assess_pods(&namespace, &selector, &mut status.conditions).await? {
             Verdict::Failed(reason, message) => {
                 fail(&mut status, &reason, &message);
-                let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-                let mine = jobs.list(&ListParams::default().labels(&selector)).await?.items;
                 pods::stop_jobs(&jobs, &mine).await?;
             }
             Verdict::Degraded(check_in) => requeue = check_in,
@@ -98,6 +98,22 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
     })
 }
 
+/// Runs this generation's build once its embeddings are ready.
+async fn build(ctx: &Context, ib: &IndexBuild, namespace: &str, status: &mut IndexBuildStatus) -> Result<()> {
+    match embeddings(ctx, &ib.spec, namespace).await? {
+        Embeddings::Failed(message) => fail(status, "InvalidSpec", &message),
+        Embeddings::Waiting(message) => {
+            status.phase = "Waiting".into();
+            set_condition(&mut status.conditions, "Progressing", false, "WaitingForEmbeddings", &message);
+        }
+        Embeddings::Ready(folder) if ib.spec.shards > 1 => {
+            crate::distributed_build::run(ctx, ib, namespace, &folder, status).await?
+        }
+        Embeddings::Ready(folder) => run_build(ctx, ib, namespace, &folder, status).await?,
+    }
+    Ok(())
+}
+
 /// Retries a failed reconcile after the back-off [`crate::outcome::reconcile_reporting`] counted.
 pub fn error_policy(ib: Arc<IndexBuild>, error: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(crate::outcome::retry_delay(ib.as_ref(), error, &ctx))
@@ -105,9 +121,7 @@ pub fn error_policy(ib: Arc<IndexBuild>, error: &Error, ctx: Arc<Context>) -> Ac
 
 /// Marks the build Failed with `reason`.
 pub fn fail(status: &mut IndexBuildStatus, reason: &str, message: &str) {
-    status.phase = "Failed".into();
-    set_condition(&mut status.conditions, "Progressing", false, reason, message);
-    set_condition(&mut status.conditions, "Failed", true, reason, message);
+    crate::status::fail(&mut status.phase, &mut status.conditions, reason, message);
 }
 
 /// The embeddings folder: a URI, or the output of a Complete EmbeddingJob (exactly one may be given).
@@ -148,7 +162,7 @@ async fn run_build(
             crate::context::check_owner("Job", &wanted.metadata, &job.metadata)?;
             job
         }
-        None => ctx.apply(namespace, &wanted).await?,
+        None => crate::admission::create(ctx, namespace, wanted.clone(), &ib.spec.admission).await?,
     };
     status.job_name = Some(name.clone());
     match pods::job_state(&job) {
@@ -238,7 +252,17 @@ pub fn generation_folder(ib: &IndexBuild) -> String {
 
 /// The `clip-retrieval index` arguments of this generation.
 pub fn index_args(ib: &IndexBuild, folder: &str) -> Result<Vec<String>> {
-    Ok(summary_args(&ib.spec, folder, &generation_folder(ib))?.to_argv_pinning(&["max_index_memory_usage"]))
+    render_index(&ib.spec, &summary_args(&ib.spec, folder, &generation_folder(ib))?)
+}
+
+/// `args` as argv with the spec's typed options pinned and its `extraArgs` appended and checked (every index Job).
+pub fn render_index(spec: &IndexBuildSpec, args: &IndexArgs) -> Result<Vec<String>> {
+    use crate::command_line::pin_if;
+    let mut pins = vec!["max_index_memory_usage"];
+    pin_if(&mut pins, spec.metric.is_some(), "metric");
+    pin_if(&mut pins, spec.max_index_query_time_ms.is_some(), "max_index_query_time_ms");
+    pin_if(&mut pins, spec.min_recall.is_some(), "min_recall");
+    crate::command_line::render(args, &pins, &spec.extra_args)
 }
 
 /// `index` of `folder` into `output` with the spec's budget, modalities and pod memory, writing its summary to the
@@ -250,6 +274,16 @@ pub fn summary_args(spec: &IndexBuildSpec, folder: &str, output: &str) -> Result
     args.modalities = spec.modalities.clone();
     args.report_path = Some(REPORT_PATH.into());
     args.no_progress = true;
+    args.index_key = spec.index_key.clone();
+    if let Some(metric) = spec.metric {
+        args.metric = metric;
+    }
+    if let Some(ms) = spec.max_index_query_time_ms {
+        args.max_index_query_time_ms = ms;
+    }
+    if let Some(recall) = spec.min_recall {
+        args.min_recall = recall;
+    }
     if let Some(memory) = &spec.placement.resources.memory {
         // The build sizes its training sample to the pod's memory (Kubernetes quantity -> the CLI's syntax).
         let bytes = crate::quantity::bytes(memory, "resources.memory").map_err(Error::InvalidSpec)?;

@@ -4,8 +4,10 @@
 //!
 //! Supported API servers: Kubernetes 1.20 (CI's) to current; see [`capabilities`] for what differs.
 
+pub mod admission;
 pub mod backoff;
 pub mod capabilities;
+pub mod command_line;
 pub mod context;
 pub mod crd;
 pub mod distributed_build;

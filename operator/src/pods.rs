@@ -282,7 +282,7 @@ pub async fn stop_jobs(
 ) -> crate::Result<()> {
     for job in jobs.iter().filter(|j| job_state(j) == JobState::Running) {
         let name = kube::ResourceExt::name_any(job);
-        crate::search_deployment::delete_if_present(api, &name).await?;
+        crate::context::delete_if_present(api, &name).await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::crd::{IndexBuild, SearchDeployment, SearchDeploymentSpec, SearchDeplo
 use crate::pods;
 use crate::status::{is_true, set_condition};
 use crate::{Error, Result};
-use clip_cli::{BackArgs, CommandArgs};
+use clip_cli::BackArgs;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec, Volume,
@@ -20,7 +20,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -208,28 +208,16 @@ async fn apply_children(
         Some(obj) => {
             crate::context::apply_owned(&hpas, "HorizontalPodAutoscaler", &obj).await?;
         }
-        None => delete_if_present(&hpas, &hpa_name).await?,
+        None => crate::context::delete_if_present(&hpas, &hpa_name).await?,
     }
     let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
     match ingress(sd)? {
         Some(obj) => {
             ctx.apply(namespace, &obj).await?;
         }
-        None => delete_if_present(&ingresses, &child_name(sd)).await?,
+        None => crate::context::delete_if_present(&ingresses, &child_name(sd)).await?,
     }
     Ok(deployment)
-}
-
-/// Deletes `name` (in the background); absent is fine.
-pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Ready replicas, endpoint, and the versions served once the Deployment has rolled out; returns the versions
@@ -392,7 +380,45 @@ pub fn back_args(spec: &SearchDeploymentSpec) -> Result<Vec<String>> {
     args.port = u16::try_from(spec.port).map_err(|_| Error::InvalidSpec(format!("port {} > 65535", spec.port)))?;
     args.clip_model = spec.model.clone();
     // The port is pinned: probes and the Service target it, whatever the image's default.
-    Ok(args.to_argv_pinning(&["port"]))
+    let mut pins = vec!["port"];
+    typed_back_options(spec, &mut args, &mut pins);
+    crate::command_line::render(&args, &pins, &spec.extra_args)
+}
+
+/// The spec's typed `back` options onto `args`, each set one pinned.
+fn typed_back_options(spec: &SearchDeploymentSpec, args: &mut BackArgs, pins: &mut Vec<&'static str>) {
+    use crate::command_line::pin_if;
+    if !spec.columns_to_return.is_empty() {
+        args.columns_to_return = Some(clip_cli::ColumnList(spec.columns_to_return.clone()));
+    }
+    let set = |pins: &mut Vec<&'static str>, value: Option<bool>, target: &mut bool, name: &'static str| {
+        if let Some(on) = value {
+            *target = on;
+        }
+        pin_if(pins, value.is_some(), name);
+    };
+    set(pins, spec.enable_faiss_memory_mapping, &mut args.enable_faiss_memory_mapping, "enable_faiss_memory_mapping");
+    let safety = spec.provide_safety_model.or(spec.safety_model.as_ref().map(|_| true));
+    set(pins, safety, &mut args.provide_safety_model, "provide_safety_model");
+    let violence = spec.provide_violence_detector.or(spec.violence_detector.as_ref().map(|_| true));
+    set(pins, violence, &mut args.provide_violence_detector, "provide_violence_detector");
+    let aesthetic = spec.provide_aesthetic_embeddings.or(spec.aesthetic_embeddings.as_ref().map(|_| true));
+    set(pins, aesthetic, &mut args.provide_aesthetic_embeddings, "provide_aesthetic_embeddings");
+    args.safety_model = spec.safety_model.clone();
+    args.violence_detector = spec.violence_detector.clone();
+    args.aesthetic_embeddings = spec.aesthetic_embeddings.clone();
+    if let Some(n) = spec.max_num_images {
+        args.max_num_images = n as usize;
+    }
+    pin_if(pins, spec.max_num_images.is_some(), "max_num_images");
+    if let Some(n) = spec.max_num_result_ids {
+        args.max_num_result_ids = n as usize;
+    }
+    pin_if(pins, spec.max_num_result_ids.is_some(), "max_num_result_ids");
+    if let Some(seconds) = spec.request_timeout_seconds {
+        args.request_timeout = clip_cli::Seconds(seconds);
+    }
+    pin_if(pins, spec.request_timeout_seconds.is_some(), "request_timeout");
 }
 
 /// The Deployment of query servers (no replica count under autoscaling: the HPA owns it).

@@ -7,9 +7,7 @@
 
 use crate::context::{Context, MANAGED_BY};
 use crate::crd::SearchDeployment;
-use crate::search_deployment::{
-    back_deployment, back_service, config_map_of, delete_if_present, hpa_of, Shards, VERSIONS_ANNOTATION,
-};
+use crate::search_deployment::{back_deployment, back_service, config_map_of, hpa_of, Shards, VERSIONS_ANNOTATION};
 use crate::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -110,7 +108,7 @@ pub async fn apply(
                 Some(obj) => {
                     crate::context::apply_owned(&hpas, "HorizontalPodAutoscaler", &obj).await?;
                 }
-                None => delete_if_present(&hpas, &name).await?,
+                None => crate::context::delete_if_present(&hpas, &name).await?,
             }
         }
     }
@@ -141,9 +139,9 @@ pub async fn remove_stale(
             continue;
         }
         tracing::info!(shard = %name, "deleting a shard of a generation the front no longer serves");
-        delete_if_present(&deployments, &name).await?;
-        delete_if_present(&services, &name).await?;
-        delete_if_present(&configs, &crate::names::child(&name, "-indices")).await?;
+        crate::context::delete_if_present(&deployments, &name).await?;
+        crate::context::delete_if_present(&services, &name).await?;
+        crate::context::delete_if_present(&configs, &crate::names::child(&name, "-indices")).await?;
     }
     Ok(())
 }

@@ -33,6 +33,13 @@ pub fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: bool,
     }
 }
 
+/// Marks a resource Failed with `reason`: phase `Failed`, `Progressing` False and `Failed` True.
+pub fn fail(phase: &mut String, conditions: &mut Vec<Condition>, reason: &str, message: &str) {
+    *phase = "Failed".into();
+    set_condition(conditions, "Progressing", false, reason, message);
+    set_condition(conditions, "Failed", true, reason, message);
+}
+
 /// Records on every condition the spec generation it was computed from (each reconcile computes them all).
 pub fn stamp(conditions: &mut [Condition], generation: Option<i64>) {
     for c in conditions {

@@ -52,6 +52,10 @@ fn embedding_job_specs() -> Vec<Value> {
                "output": "s3://data/embeddings", "model": "/models/tiny-clip", "partitions": 3, "parallelism": 2,
                "batchSize": 32, "image": "clip-retrieval:local"}),
         json!({"input": "s3://p/", "inputFormat": "parquet", "output": "o", "partitions": 1, "image": "i"}),
+        // Typed options and extraArgs.
+        json!({"input": "s3://w/{0..3}.tar", "inputFormat": "webdataset", "output": "o", "partitions": 2, "image": "i",
+               "wdsImageKey": "webp", "wdsCaptionKey": "json", "embeddingDtype": "float32", "enableText": false,
+               "enableImage": true, "extraArgs": ["--num-prepro-workers=8", "--max_sample_bytes", "32M"]}),
     ]
 }
 
@@ -72,6 +76,16 @@ fn every_inference_pod_parses_to_its_spec() {
             assert_eq!(a.model.clip_model, spec.model);
             let gpu = spec.placement.resources.gpu > 0;
             assert_eq!(a.model.device, if gpu { Device::Cuda(0) } else { Device::Cpu });
+            assert_eq!(a.wds_image_key, spec.wds_image_key.as_deref().unwrap_or("jpg"));
+            assert_eq!(a.wds_caption_key, spec.wds_caption_key.as_deref().unwrap_or("txt"));
+            assert_eq!(a.embedding_dtype, spec.embedding_dtype.unwrap_or_default());
+            assert_eq!(
+                (a.enable_image, a.enable_text),
+                (spec.enable_image.unwrap_or(true), spec.enable_text.unwrap_or(true))
+            );
+            let extra = !spec.extra_args.is_empty();
+            assert_eq!(a.num_prepro_workers, if extra { 8 } else { 4 }, "{spec_json}");
+            assert_eq!(a.max_sample_bytes, if extra { ByteSize::mib(32) } else { ByteSize::mib(64) });
         };
         for partition in 0..spec.partitions {
             let job = embedding_job::partition_job(&ej, partition).unwrap();
@@ -94,6 +108,8 @@ fn every_index_build_pod_parses_to_its_spec() {
         json!({"embeddings": {"uri": "s3://e"}, "output": "o", "maxIndexMemoryUsage": "1.5GB",
                "modalities": ["text"], "image": "i", "resources": {"memory": "512Mi"}}),
         json!({"embeddings": {"uri": "s3://e"}, "output": "o", "image": "i", "resources": {"memory": "16G"}}),
+        json!({"embeddings": {"uri": "s3://e"}, "output": "o", "image": "i", "indexKey": "IVF256,PQ16", "metric": "l2",
+               "maxIndexQueryTimeMs": 2.5, "minRecall": 0.9, "extraArgs": ["--nb_cores=8"]}),
     ];
     for spec_json in specs {
         let ib: IndexBuild = resource("IndexBuild", spec_json.clone());
@@ -104,6 +120,11 @@ fn every_index_build_pod_parses_to_its_spec() {
         assert_eq!(a.max_index_memory_usage, ib.spec.max_index_memory_usage.parse::<ByteSize>().unwrap());
         assert_eq!(a.modalities, ib.spec.modalities);
         assert_eq!(a.report_path.as_deref(), Some(std::path::Path::new("/dev/termination-log")));
+        assert_eq!(a.index_key, ib.spec.index_key);
+        assert_eq!(a.metric, ib.spec.metric.unwrap_or_default());
+        assert_eq!(a.max_index_query_time_ms, ib.spec.max_index_query_time_ms.unwrap_or(10.0));
+        assert_eq!(a.min_recall, ib.spec.min_recall.unwrap_or(0.0));
+        assert_eq!(a.nb_cores, (!ib.spec.extra_args.is_empty()).then_some(8));
         if let Some(memory) = &ib.spec.placement.resources.memory {
             let bytes = clip_operator::quantity::bytes(memory, "memory").unwrap();
             assert_eq!(a.current_memory_available.bytes(), bytes, "{spec_json}");
@@ -172,6 +193,10 @@ fn every_search_pod_parses_to_its_spec() {
         json!({"indices": {"laion": {"indexBuild": "idx"}}, "image": "clip-retrieval:test", "port": 8080,
                "model": "s3://models/tiny-clip"}),
         json!({"indices": {"a": {"uri": "s3://x"}}, "image": "i", "replicas": 1}),
+        json!({"indices": {"a": {"uri": "s3://x"}}, "image": "i", "columnsToReturn": ["url", "caption"],
+               "enableFaissMemoryMapping": true, "safetyModel": "/m/safety.onnx", "provideViolenceDetector": true,
+               "provideAestheticEmbeddings": false, "maxNumImages": 50, "maxNumResultIds": 500,
+               "requestTimeoutSeconds": 5.5, "extraArgs": ["--search_threads", "4"]}),
     ];
     for spec_json in specs {
         let sd: SearchDeployment = resource("SearchDeployment", spec_json.clone());
@@ -181,7 +206,38 @@ fn every_search_pod_parses_to_its_spec() {
         assert_eq!(a.port as u32, sd.spec.port, "{spec_json}");
         assert_eq!(a.clip_model, sd.spec.model);
         assert_eq!(a.indices_paths, "/etc/clip-retrieval/indices_paths.json");
+        let typed = !sd.spec.extra_args.is_empty();
+        let columns = a.columns_to_return.map(|c| c.0);
+        assert_eq!(columns, typed.then(|| vec!["url".to_string(), "caption".to_string()]));
+        assert_eq!(a.enable_faiss_memory_mapping, typed);
+        assert_eq!((a.provide_safety_model, a.safety_model.is_some()), (typed, typed), "safetyModel implies provide");
+        assert_eq!(a.provide_violence_detector, typed);
+        assert_eq!(a.provide_aesthetic_embeddings, !typed);
+        assert_eq!((a.max_num_images, a.max_num_result_ids), if typed { (50, 500) } else { (1000, 10_000) });
+        assert_eq!(a.request_timeout.0, if typed { 5.5 } else { 60.0 });
+        assert_eq!(a.search_threads, typed.then_some(4));
     }
+}
+
+#[test]
+fn extra_args_the_cli_refuses_fail_the_spec_before_any_pod() {
+    let ej: EmbeddingJob = resource(
+        "EmbeddingJob",
+        json!({"input": "i", "output": "o", "partitions": 1, "image": "i", "extraArgs": ["--batch-sise", "8"]}),
+    );
+    let err = embedding_job::partition_job(&ej, 0).unwrap_err();
+    assert_eq!(err.reason(), "InvalidSpec");
+    assert!(err.to_string().contains("unexpected argument '--batch-sise'"), "{err}");
+    let ib: IndexBuild = resource(
+        "IndexBuild",
+        json!({"embeddings": {"uri": "e"}, "output": "o", "image": "i", "extraArgs": ["--metric=cosine"]}),
+    );
+    let err = index_build::build_job(&ib, "e").unwrap_err();
+    assert!(err.to_string().contains("invalid value 'cosine'"), "{err}");
+    let sd: SearchDeployment =
+        resource("SearchDeployment", json!({"indices": {"a": {"uri": "x"}}, "image": "i", "extraArgs": ["--port=1"]}));
+    let err = search_deployment::back_args(&sd.spec).unwrap_err();
+    assert!(err.to_string().contains("extraArgs sets --port"), "{err}");
 }
 
 /// The examples' command lines, written out: what users' clusters run today. A flag renamed in clip-cli changes
@@ -190,7 +246,7 @@ fn every_search_pod_parses_to_its_spec() {
 fn the_examples_run_these_command_lines() {
     let ej: EmbeddingJob = resource("EmbeddingJob", example("embeddingjob.yaml"));
     assert_eq!(
-        embedding_job::inference_args(&ej.spec, Some(1)).join(" "),
+        embedding_job::inference_args(&ej.spec, Some(1)).unwrap().join(" "),
         "inference --input_dataset s3://clip-data/shards/{0000..0003}.tar --input_format webdataset \
          --output_folder s3://clip-data/embeddings --output_partition_count 4 --partition_ids 1 --batch_size 256 \
          --enable_metadata true --no_progress"

@@ -2,7 +2,8 @@
 //! (v1.20.2, fake kubelet): a missing Secret (Degraded, then Failed after the stuck-pod timeout; recovery when the
 //! Secret appears), a name taken by an object the resource does not own (Failed/Conflict, nothing adopted), a
 //! persistent API refusal (a ResourceQuota: Degraded with the server's reason and doubling retry delays, then
-//! recovery), and a name over 63 characters. Each test runs its own operator in its own namespace.
+//! recovery), a name over 63 characters, generations, and `extraArgs` the CLI refuses. Each test runs its own
+//! operator in its own namespace.
 
 use clip_retrieval_tests::kube::ops::*;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -276,4 +277,29 @@ async fn generations_never_mix_a_new_one_stops_the_last_a_failed_one_is_not_serv
     let s = serves("idx@g4").await;
     assert_eq!(condition(&s, "Ready")["status"], "True");
     assert_eq!(config().await["laion"]["indice_folder"], "s3://data/index/g4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_args_the_cli_refuses_fail_the_resource_before_any_pod_is_created() {
+    let (plane, client, ns) = setup("extraargs").await;
+    let _operator = Operator::start(plane, &ns, "a");
+    let spec = json!({"input": "/data/in", "output": "s3://data/emb", "partitions": 2, "image": "clip-retrieval:test",
+                      "extraArgs": ["--num_prepro_workers", "eight"]});
+    create(&client, &ns, "EmbeddingJob", "typo", spec).await.unwrap();
+    let failed = wait_phase(&client, &ns, "EmbeddingJob", "typo", "Failed", Duration::from_secs(30)).await;
+    let (status_, reason, message) = cond(&failed, "Failed");
+    assert_eq!((status_.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert!(
+        message.contains(r#"extraArgs ["--num_prepro_workers", "eight"]: `clip-retrieval inference` refuses them"#)
+            && message.contains("invalid value 'eight'"),
+        "{message}"
+    );
+    assert!(jobs(&client, &ns).await.is_empty(), "a Job was created for a spec the CLI refuses");
+    // Fixing the spec recovers: the check runs again on every spec edit.
+    let patch = json!({"spec": {"extraArgs": ["--num_prepro_workers", "8"]}});
+    custom(&client, &ns, "EmbeddingJob")
+        .patch("typo", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_phase(&client, &ns, "EmbeddingJob", "typo", "Complete", Duration::from_secs(60)).await;
 }

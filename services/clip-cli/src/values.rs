@@ -53,8 +53,8 @@ impl Modality {
     }
 }
 
-/// Element type of the embedding `.npy` files.
-#[derive(ValueEnum, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Element type of the embedding `.npy` files (`--embedding_dtype`; the EmbeddingJob's `embeddingDtype`).
+#[derive(ValueEnum, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EmbeddingDtype {
     /// Half precision, clip-retrieval's format.
@@ -77,8 +77,8 @@ pub enum DistributionStrategy {
     Pyspark,
 }
 
-/// Index distance.
-#[derive(ValueEnum, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Index distance (`--metric`; the IndexBuild's `metric`).
+#[derive(ValueEnum, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// Inner product (cosine on normalised embeddings).
