@@ -51,9 +51,128 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn the_chart_lints_clean_with_defaults_and_with_every_option() {
     let out = ok(helm_here().args(["lint", "--strict", &chart()]).output().unwrap(), "helm lint");
     assert!(out.contains("0 chart(s) failed"), "{out}");
-    let all = "metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true,operator.watchNamespace=search";
+    let all = "metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true,operator.watchNamespace=search,crds.manage=true,networkPolicy.enabled=true,tests.searchDeployment=laion,tests.indexName=laion";
     let out = ok(helm_here().args(["lint", "--strict", &chart(), "--set", all]).output().unwrap(), "helm lint (all)");
     assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+/// `helm template` with `--set` values, expected to fail: its error text.
+fn render_error(sets: &[&str]) -> String {
+    let mut cmd = helm_here();
+    cmd.args(["template", "clip-retrieval", &chart()]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("helm");
+    assert!(!out.status.success(), "helm template {sets:?} passed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_values_schema_refuses_misspelled_and_mistyped_values() {
+    let typo = render_error(&["operator.replica=3"]);
+    assert!(typo.contains("operator: Additional property replica is not allowed"), "{typo}");
+    let top = render_error(&["networkPolicies.enabled=true"]);
+    assert!(top.contains("Additional property networkPolicies is not allowed"), "{top}");
+    let mistyped = render_error(&["operator.replicas=two"]);
+    assert!(mistyped.contains("operator.replicas: Invalid type. Expected: integer, given: string"), "{mistyped}");
+    let policy = render_error(&["operator.image.pullPolicy=Sometimes"]);
+    assert!(policy.contains("operator.image.pullPolicy"), "{policy}");
+    let missing = render_error(&["tests.searchDeployment=laion"]);
+    assert!(missing.contains("tests.indexName is required"), "{missing}");
+    // Every key of values.yaml is in the schema (the defaults pass it, with additionalProperties false).
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("charts/clip-retrieval/values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(schema["additionalProperties"], false);
+    render(&[]);
+}
+
+#[test]
+fn pdb_network_policy_aggregated_roles_crds_and_the_test_hook_render_as_documented() {
+    let objects = render(&[]);
+    let selector = &find(&objects, "Deployment", "clip-retrieval-operator")["spec"]["selector"]["matchLabels"];
+    let pdb = find(&objects, "PodDisruptionBudget", "clip-retrieval-operator");
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], *selector);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let single = render(&["operator.replicas=1"]);
+    assert!(single.iter().all(|o| o["kind"] != "PodDisruptionBudget"), "one replica: a PDB would block drains");
+    assert!(objects.iter().all(|o| o["kind"] != "NetworkPolicy" && o["kind"] != "CustomResourceDefinition"));
+    assert!(objects.iter().all(|o| o["kind"] != "Pod"), "no helm test pod unless asked");
+
+    let edit = find(&objects, "ClusterRole", "clip-retrieval-edit");
+    assert_eq!(edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true");
+    assert_eq!(edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"], "true");
+    let view = find(&objects, "ClusterRole", "clip-retrieval-view");
+    assert_eq!(view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"], "true");
+    assert_eq!(view["rules"][0]["verbs"], json!(["get", "list", "watch"]));
+
+    let options = render(&[
+        "networkPolicy.enabled=true",
+        "crds.manage=true",
+        "tests.searchDeployment=laion",
+        "tests.indexName=laion",
+    ]);
+    let policy = find(&options, "NetworkPolicy", "clip-retrieval-operator");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], *selector);
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8080);
+    assert_eq!(
+        policy["spec"]["egress"][0]["ports"],
+        json!([{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}])
+    );
+    for file in ["embeddingjobs", "indexbuilds", "searchdeployments"] {
+        let crd = find(&options, "CustomResourceDefinition", &format!("{file}.clip-retrieval.io"));
+        assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+        let path = repo_root().join(format!("charts/clip-retrieval/crds/{file}.yaml"));
+        let shipped: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(crd["spec"], shipped["spec"], "the template is crds/{file}.yaml");
+    }
+    let pod = find(&options, "Pod", "clip-retrieval-test-query");
+    assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    let script = pod["spec"]["containers"][0]["args"][0].as_str().unwrap();
+    assert!(script.contains("http://laion.ops.svc:1234/knn-service"), "{script}");
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+}
+
+/// The helm test pod's script, run here (GNU wget takes busybox's flags) against a real `back` serving a real
+/// index: it succeeds on an index that answers and fails on one that does not exist.
+#[test]
+fn the_helm_test_query_succeeds_against_a_real_server_and_fails_on_a_wrong_index() {
+    use clip_retrieval_tests::{cli, run, sample_dataset, shipped_model, BackServer};
+    let dir = tempfile::tempdir().unwrap();
+    sample_dataset(&dir.path().join("data"), 60, 3, "files");
+    let (data, emb, index) = (dir.path().join("data"), dir.path().join("emb"), dir.path().join("index"));
+    run(
+        cli()
+            .arg("inference")
+            .arg("--input_dataset")
+            .arg(&data)
+            .arg("--output_folder")
+            .arg(&emb)
+            .arg("--clip_model")
+            .arg(shipped_model())
+            .args(["--no_progress", "--enable_metadata", "True"]),
+        true,
+    );
+    run(
+        cli().arg("index").arg("--embeddings_folder").arg(&emb).arg("--index_folder").arg(&index).arg("--no_progress"),
+        true,
+    );
+    let paths = dir.path().join("indices_paths.json");
+    std::fs::write(&paths, json!({"laion": index.display().to_string()}).to_string()).unwrap();
+    let server = BackServer::start(&paths, &[]);
+    let script_for = |index_name: &str| {
+        let objects = render(&["tests.searchDeployment=laion", &format!("tests.indexName={index_name}")]);
+        let pod = find(&objects, "Pod", "clip-retrieval-test-query");
+        let script = pod["spec"]["containers"][0]["args"][0].as_str().unwrap().to_string();
+        script.replace("http://laion.ops.svc:1234", &format!("http://127.0.0.1:{}", server.port))
+    };
+    let script = script_for("laion");
+    let answered = Command::new("sh").args(["-c", &script]).output().unwrap();
+    ok(answered, &format!("the helm test query `{script}`"));
+    let wrong = Command::new("sh").args(["-c", &script_for("nope")]).output().unwrap();
+    assert!(!wrong.status.success(), "a query to a missing index passed the helm test");
 }
 
 #[test]
@@ -109,7 +228,12 @@ fn the_rendered_chart_is_least_privilege_and_non_root() {
 
     // One namespace: a Role there instead of the ClusterRole, and the operator told to watch only it.
     let scoped = render(&["operator.watchNamespace=search"]);
-    assert!(scoped.iter().all(|o| o["kind"] != "ClusterRole"));
+    assert!(
+        scoped.iter().all(|o| o["kind"] != "ClusterRole"
+            || o["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"].is_string()
+            || o["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"].is_string()),
+        "the operator gets no ClusterRole (only the users' aggregated roles are cluster-scoped)"
+    );
     assert_eq!(find(&scoped, "Role", "clip-retrieval-operator")["metadata"]["namespace"], "search");
     let env =
         &find(&scoped, "Deployment", "clip-retrieval-operator")["spec"]["template"]["spec"]["containers"][0]["env"];
@@ -156,10 +280,21 @@ async fn helm_installs_upgrades_and_uninstalls_and_the_operator_works_with_the_c
     let install = plane
         .helm()
         .args(["install", "clip-retrieval", &chart(), "--namespace", &ns, "--wait", "--timeout", "120s"])
-        .args(["--set", "operator.replicas=1"])
+        .args(["--set", "operator.replicas=2", "--set", "networkPolicy.enabled=true"])
         .output()
         .unwrap();
     ok(install, "helm install");
+    // The PDB (policy/v1beta1 on this 1.20 server) selects the operator's two pods: the disruption controller
+    // counts them.
+    let pdb = ApiResource::from_gvk(&GroupVersionKind::gvk("policy", "v1beta1", "PodDisruptionBudget"));
+    let pdbs = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &pdb);
+    wait_until(Duration::from_secs(30), "the PDB counting the operator pods", || async {
+        let p = pdbs.get_opt("clip-retrieval-operator").await.ok()??;
+        (p.data["status"]["expectedPods"] == 2 && p.data["status"]["currentHealthy"] == 2).then_some(())
+    })
+    .await;
+    let policies = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), &ns);
+    assert!(policies.get_opt("clip-retrieval-operator").await.unwrap().is_some(), "NetworkPolicy not installed");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in ["embeddingjobs", "indexbuilds", "searchdeployments"] {
         assert!(
@@ -169,7 +304,8 @@ async fn helm_installs_upgrades_and_uninstalls_and_the_operator_works_with_the_c
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let operator = deployments.get("clip-retrieval-operator").await.unwrap();
-    assert_eq!(operator.status.unwrap().ready_replicas, Some(1));
+    assert_eq!(operator.status.unwrap().ready_replicas, Some(2));
+    namespace_users_get_the_resources_through_the_aggregated_roles(plane, &client, &ns).await;
 
     // The operator binary under the chart's ServiceAccount: every write it makes must be allowed by the chart.
     let kubeconfig = plane.service_account_kubeconfig(&ns, "clip-retrieval-operator").await;
@@ -222,13 +358,27 @@ async fn helm_installs_upgrades_and_uninstalls_and_the_operator_works_with_the_c
     let upgrade = plane
         .helm()
         .args(["upgrade", "clip-retrieval", &chart(), "--namespace", &ns, "--wait", "--timeout", "120s"])
-        .args(["--set", "operator.replicas=2", "--set", "operator.logLevel=debug"])
+        .args([
+            "--set",
+            "operator.replicas=3",
+            "--set",
+            "operator.logLevel=debug",
+            "--set",
+            "networkPolicy.enabled=true",
+        ])
+        .args(["--set", "tests.searchDeployment=laion", "--set", "tests.indexName=laion"])
         .output()
         .unwrap();
     ok(upgrade, "helm upgrade");
     let upgraded = deployments.get("clip-retrieval-operator").await.unwrap();
-    assert_eq!(upgraded.spec.replicas, Some(2));
-    assert_eq!(upgraded.status.unwrap().ready_replicas, Some(2));
+    assert_eq!(upgraded.spec.replicas, Some(3));
+    assert_eq!(upgraded.status.unwrap().ready_replicas, Some(3));
+    // `helm test` runs the query pod (the test kubelet runs no container: it proves the hook is installed and
+    // awaited; the script itself runs against a real server in the_helm_test_query_succeeds_...).
+    let tested =
+        plane.helm().args(["test", "clip-retrieval", "--namespace", &ns, "--timeout", "60s"]).output().unwrap();
+    let text = ok(tested, "helm test");
+    assert!(text.contains("clip-retrieval-test-query") && text.contains("Succeeded"), "{text}");
     let env = upgraded.spec.template.spec.unwrap().containers[0].env.clone().unwrap();
     assert!(env.iter().any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("debug")));
 
@@ -300,4 +450,51 @@ fn the_grafana_dashboard_is_valid_promql_over_metrics_the_project_exports() {
             assert!(sources.contains(&format!("\"{base}\"")), "the dashboard reads {name}, which nothing exports");
         }
     }
+}
+
+/// ServiceAccounts bound (RoleBinding) to the built-in `edit` and `view` roles: the chart's aggregated ClusterRoles
+/// give the first create and delete, the second only reads, as the real API server's RBAC decides.
+async fn namespace_users_get_the_resources_through_the_aggregated_roles(
+    plane: &ControlPlane,
+    admin: &kube::Client,
+    ns: &str,
+) {
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), ns);
+    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), ns);
+    for role in ["edit", "view"] {
+        let account: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": format!("user-{role}")}})).unwrap();
+        accounts.create(&kube::api::PostParams::default(), &account).await.unwrap();
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("user-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": format!("user-{role}"), "namespace": ns}]
+        }))
+        .unwrap();
+        bindings.create(&kube::api::PostParams::default(), &binding).await.unwrap();
+    }
+    let as_user = |role: &'static str| async move {
+        let path = plane.service_account_kubeconfig(ns, &format!("user-{role}")).await;
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&path).unwrap(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        kube::Client::try_from(config).unwrap()
+    };
+    let editor = as_user("edit").await;
+    let spec = json!({"input": "/d", "output": "/o", "partitions": 1, "image": "i", "suspend": true});
+    // The aggregation controller copies the rules into edit shortly after the chart's ClusterRoles appear.
+    wait_until(Duration::from_secs(30), "edit may create an EmbeddingJob", || async {
+        create(&editor, ns, "EmbeddingJob", "by-editor", spec.clone()).await.ok()
+    })
+    .await;
+    let viewer = as_user("view").await;
+    let listed = custom(&viewer, ns, "EmbeddingJob").list(&Default::default()).await.unwrap();
+    assert!(listed.items.iter().any(|o| o.metadata.name.as_deref() == Some("by-editor")));
+    let refused = create(&viewer, ns, "EmbeddingJob", "by-viewer", spec.clone()).await.unwrap_err();
+    assert!(matches!(&refused, kube::Error::Api(e) if e.code == 403), "{refused}");
+    custom(&editor, ns, "EmbeddingJob").delete("by-editor", &Default::default()).await.unwrap();
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Plays the kubelet of [`NODE`] without running containers: a pod bound to the node becomes Running; a Job's pod
-/// then terminates after `FAKE_RUN_SECONDS` (default 1) with exit code `FAKE_EXIT_CODE` (default 0) when its
+/// (or any pod whose restartPolicy is not Always) then terminates after `FAKE_RUN_SECONDS` (default 1) with exit code `FAKE_EXIT_CODE` (default 0) when its
 /// `--partition_ids` is listed in `FAKE_FAIL_PARTITIONS` (or that variable is absent), else 0, and the
 /// termination message `FAKE_TERMINATION_MESSAGE`; other pods become Ready and stay Running. The variables are
 /// read from the pod's container env, which the operator copies from the resource's `env`. A pod whose `envFrom`
@@ -98,7 +98,9 @@ async fn step(client: &Client, pod: &Pod, started: &mut HashMap<String, Instant>
         return Ok(());
     }
     let uid = pod.uid().unwrap_or_default();
-    let is_job = pod.owner_references().iter().any(|o| o.kind == "Job");
+    // Pods that run to completion: a Job's, or any pod not restarted forever (a `helm test` hook's).
+    let restart = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+    let is_job = pod.owner_references().iter().any(|o| o.kind == "Job") || restart != "Always";
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let name = pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone()).unwrap_or_default();
     let Some(since) = started.get(&uid).copied() else {
