@@ -16,6 +16,8 @@ pub struct Capabilities {
     /// `Job.spec.suspend` (on by default from 1.22; what Kueue admits by). Before that a queued Job is held at
     /// parallelism 0 ([`crate::admission`]).
     pub job_suspend: bool,
+    /// `policy/v1` PodDisruptionBudget (1.21+); otherwise `policy/v1beta1` (same fields).
+    pub pdb_v1: bool,
 }
 
 impl Capabilities {
@@ -27,6 +29,7 @@ impl Capabilities {
             hpa_v2: at_least(23),
             indexed_jobs_per_index_backoff: at_least(29),
             job_suspend: at_least(22),
+            pdb_v1: at_least(21),
         }
     }
 
@@ -44,6 +47,15 @@ impl Capabilities {
             .flat_map(|g| g.versions.iter())
             .any(|v| v.version == "v2");
         Ok(caps)
+    }
+
+    /// apiVersion of the PodDisruptionBudgets written.
+    pub fn pdb_api_version(&self) -> &'static str {
+        if self.pdb_v1 {
+            "policy/v1"
+        } else {
+            "policy/v1beta1"
+        }
     }
 
     /// apiVersion of the HorizontalPodAutoscalers written.
@@ -65,6 +77,8 @@ mod tests {
         let old = Capabilities::for_version(1, 20);
         assert!(!old.hpa_v2 && !old.indexed_jobs_per_index_backoff && !old.job_suspend);
         assert_eq!(old.hpa_api_version(), "autoscaling/v2beta2");
+        assert_eq!(old.pdb_api_version(), "policy/v1beta1");
+        assert_eq!(Capabilities::for_version(1, 21).pdb_api_version(), "policy/v1");
         let mid = Capabilities::for_version(1, 25);
         assert!(mid.hpa_v2 && !mid.indexed_jobs_per_index_backoff && mid.job_suspend);
         let new = Capabilities::for_version(1, 33);

@@ -501,6 +501,18 @@ pub struct IngressSpec {
     pub class_name: Option<String>,
 }
 
+/// A PodDisruptionBudget for the query pods (exactly one of the two; a count or a percentage like `50%`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudget {
+    /// Pods of each Deployment kept through a voluntary disruption (a node drain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    /// Pods of each Deployment a voluntary disruption may take at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+}
+
 /// Serves indices with `clip-retrieval back`: a Deployment, a Service, an HPA and optionally an Ingress.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -546,6 +558,9 @@ pub struct SearchDeploymentSpec {
     /// instead of failing with a 503.
     #[serde(default)]
     pub allow_partial_results: bool,
+    /// A PodDisruptionBudget per query Deployment (the front's and each shard's), selecting its pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<DisruptionBudget>,
     /// Metadata columns results carry (`--columns_to_return`; default url, image_path, caption, NSFW).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns_to_return: Vec<String>,

@@ -132,6 +132,13 @@ async fn resolve(ctx: &Context, spec: &SearchDeploymentSpec, namespace: &str) ->
             )));
         }
     }
+    if let Some(b) = &spec.pod_disruption_budget {
+        if b.min_available.is_some() == b.max_unavailable.is_some() {
+            return Ok(Indices::Invalid(
+                "spec.podDisruptionBudget needs exactly one of minAvailable and maxUnavailable".into(),
+            ));
+        }
+    }
     let builds: Api<IndexBuild> = Api::namespaced(ctx.client.clone(), namespace);
     let mut out = BTreeMap::new();
     let mut shards = Shards::new();
@@ -210,6 +217,7 @@ async fn apply_children(
         }
         None => crate::context::delete_if_present(&hpas, &hpa_name).await?,
     }
+    apply_budget(ctx, sd, namespace, child_name(sd), labels(sd)).await?;
     let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
     match ingress(sd)? {
         Some(obj) => {
@@ -540,6 +548,51 @@ pub fn hpa_of(
     Ok((resource, Some(obj)))
 }
 
+/// Applies the PodDisruptionBudget `name` over the pods labelled `selector`, or deletes it when the spec has none.
+pub async fn apply_budget(
+    ctx: &Context,
+    sd: &SearchDeployment,
+    namespace: &str,
+    name: String,
+    selector: BTreeMap<String, String>,
+) -> Result<()> {
+    let (resource, pdb) = pdb_of(sd, ctx.caps.pdb_api_version(), name.clone(), selector)?;
+    let pdbs: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    match pdb {
+        Some(obj) => crate::context::apply_owned(&pdbs, "PodDisruptionBudget", &obj).await.map(|_| ()),
+        None => crate::context::delete_if_present(&pdbs, &name).await,
+    }
+}
+
+/// The PodDisruptionBudget resource of `api_version` (`policy/v1` or `policy/v1beta1`).
+pub fn pdb_resource(api_version: &str) -> ApiResource {
+    let (group, version) = api_version.split_once('/').expect("group/version");
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, "PodDisruptionBudget"))
+}
+
+/// The PodDisruptionBudget `name` of `api_version` over the pods labelled `selector` (None without
+/// `spec.podDisruptionBudget`).
+pub fn pdb_of(
+    sd: &SearchDeployment,
+    api_version: &str,
+    name: String,
+    selector: BTreeMap<String, String>,
+) -> Result<(ApiResource, Option<DynamicObject>)> {
+    let resource = pdb_resource(api_version);
+    let Some(budget) = &sd.spec.pod_disruption_budget else { return Ok((resource, None)) };
+    let mut obj = DynamicObject::new(&name, &resource);
+    obj.metadata = meta_with(sd, name, selector.clone())?;
+    let mut spec = serde_json::json!({"selector": {"matchLabels": selector}});
+    if let Some(min) = &budget.min_available {
+        spec["minAvailable"] = serde_json::to_value(min).expect("IntOrString serialises");
+    }
+    if let Some(max) = &budget.max_unavailable {
+        spec["maxUnavailable"] = serde_json::to_value(max).expect("IntOrString serialises");
+    }
+    obj.data = serde_json::json!({ "spec": spec });
+    Ok((resource, Some(obj)))
+}
+
 /// The Ingress (None when not asked for).
 pub fn ingress(sd: &SearchDeployment) -> Result<Option<Ingress>> {
     let Some(i) = &sd.spec.ingress else { return Ok(None) };
@@ -595,6 +648,27 @@ mod tests {
         sd.spec.replicas = 3;
         assert!(hpa(&sd, "autoscaling/v2").unwrap().1.is_none());
         assert_eq!(deployment(&sd, &indices).unwrap().spec.replicas, Some(3));
+    }
+
+    #[test]
+    fn the_pdb_selects_the_deployments_pods_in_the_servers_api_version() {
+        let spec = serde_json::json!({"indices": {"a": {"uri": "s3://x"}}, "image": "img",
+                                      "podDisruptionBudget": {"maxUnavailable": "25%"}});
+        let mut sd = SearchDeployment::new("web", serde_json::from_value(spec).unwrap());
+        sd.metadata.namespace = Some("ns".into());
+        sd.metadata.uid = Some("uid".into());
+        let indices = BTreeMap::from([("a".to_string(), ("s3://x".to_string(), "s3://x".to_string()))]);
+        let selector = deployment(&sd, &indices).unwrap().spec.selector.match_labels.unwrap();
+        for version in ["policy/v1", "policy/v1beta1"] {
+            let (resource, pdb) = pdb_of(&sd, version, child_name(&sd), labels(&sd)).unwrap();
+            assert_eq!(resource.api_version, version);
+            let pdb = pdb.unwrap();
+            assert_eq!(pdb.data["spec"]["maxUnavailable"], "25%");
+            assert!(pdb.data["spec"].get("minAvailable").is_none());
+            assert_eq!(pdb.data["spec"]["selector"]["matchLabels"], serde_json::to_value(&selector).unwrap());
+        }
+        sd.spec.pod_disruption_budget = None;
+        assert!(pdb_of(&sd, "policy/v1", child_name(&sd), labels(&sd)).unwrap().1.is_none());
     }
 
     fn ready_condition(status: &SearchDeploymentStatus, kind: &str) -> (String, String) {

@@ -110,6 +110,8 @@ pub async fn apply(
                 }
                 None => crate::context::delete_if_present(&hpas, &name).await?,
             }
+            let selector = labels(sd, &name, version);
+            crate::search_deployment::apply_budget(ctx, sd, namespace, name, selector).await?;
         }
     }
     Ok(())
@@ -142,6 +144,9 @@ pub async fn remove_stale(
         crate::context::delete_if_present(&deployments, &name).await?;
         crate::context::delete_if_present(&services, &name).await?;
         crate::context::delete_if_present(&configs, &crate::names::child(&name, "-indices")).await?;
+        let pdb = crate::search_deployment::pdb_resource(ctx.caps.pdb_api_version());
+        let pdbs: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &pdb);
+        crate::context::delete_if_present(&pdbs, &name).await?;
     }
     Ok(())
 }

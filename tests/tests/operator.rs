@@ -1,7 +1,8 @@
 //! The operator against a real control plane (kube-apiserver, controller-manager and scheduler v1.20.2, see
 //! `clip_retrieval_tests::kube`): each resource's happy path with its children's specs, a failing partition
 //! retried alone, an IndexBuild waiting on its EmbeddingJob, a SearchDeployment rolling to a new index, garbage
-//! collection, two replicas with the leader killed mid-run, schema rejections, and `/metrics` scraped by Prometheus.
+//! collection, two replicas with the leader killed mid-run, schema rejections, `/metrics` scraped by Prometheus, and
+//! a SearchDeployment's PodDisruptionBudget.
 //! Each test runs its own operator process in its own namespace.
 
 use clip_retrieval_tests::kube::ops::*;
@@ -491,4 +492,43 @@ async fn metrics_are_scraped_by_prometheus_and_pass_promtool() {
     assert_eq!(up["data"]["result"][0]["value"][1], "1");
     let _ = prometheus.kill();
     let _ = prometheus.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_deployment_keeps_its_query_pods_under_a_disruption_budget() {
+    let (plane, client, ns) = setup("pdb").await;
+    let _operator = Operator::start(plane, &ns, "a");
+    let spec = json!({"indices": {"a": {"uri": "s3://x"}}, "image": "clip-retrieval:test", "replicas": 2,
+                      "podDisruptionBudget": {"minAvailable": 1}});
+    create(&client, &ns, "SearchDeployment", "web", spec).await.unwrap();
+    // policy/v1beta1 on this 1.20 server; the disruption controller counts the pods the budget selects.
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("policy", "v1beta1", "PodDisruptionBudget"));
+    let pdbs = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
+    let pdb = wait_until(Duration::from_secs(60), "the PDB counting both query pods", || async {
+        let p = pdbs.get_opt("web").await.ok()??;
+        (p.data["status"]["expectedPods"] == 2 && p.data["status"]["disruptionsAllowed"] == 1).then_some(p)
+    })
+    .await;
+    assert_eq!(pdb.data["spec"]["minAvailable"], 1);
+    assert_eq!(pdb.metadata.owner_references.as_ref().unwrap()[0].kind, "SearchDeployment");
+    let both = json!({"spec": {"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}});
+    custom(&client, &ns, "SearchDeployment").patch("web", &PatchParams::default(), &Patch::Merge(&both)).await.unwrap();
+    let invalid = wait_until(Duration::from_secs(30), "InvalidSpec", || async {
+        let s = status(&client, &ns, "SearchDeployment", "web").await;
+        (condition(&s, "Failed")["reason"] == "InvalidSpec").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        condition(&invalid, "Failed")["message"],
+        "spec.podDisruptionBudget needs exactly one of minAvailable and maxUnavailable"
+    );
+    let dropped = json!({"spec": {"podDisruptionBudget": null}});
+    custom(&client, &ns, "SearchDeployment")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&dropped))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the PDB deleted", || async {
+        pdbs.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
 }
