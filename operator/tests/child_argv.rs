@@ -39,6 +39,7 @@ fn parsed(pod: &PodSpec, partition: u32) -> Command {
 fn embedding_job_specs() -> Vec<Value> {
     vec![
         example("embeddingjob.yaml"),
+        example("gpu/embeddingjob.yaml"),
         // operator.rs: the GPU happy path, the failing partition, the leader tests.
         json!({"input": "s3://data/shards/{000..003}.tar", "inputFormat": "webdataset", "output": "s3://data/emb",
                "model": "s3://models/tiny-clip", "batchSize": 64, "partitions": 5, "parallelism": 2,

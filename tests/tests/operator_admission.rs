@@ -1,6 +1,7 @@
 //! Batch admission against the real control plane (v1.20.2, fake kubelet): Jobs of a `queueName` wait for a queue
 //! and the test plays Kueue, admitting them one at a time; `suspend` stops a running EmbeddingJob and resumes it;
-//! an IndexBuild's build Job is queued the same way.
+//! an IndexBuild's build Job is queued the same way; the GPU example (runtimeClassName, tolerations, queue) runs
+//! once admitted.
 //!
 //! v1.20 has no `Job.spec.suspend`, so a queued Job is held at parallelism 0 with its parallelism in the annotation
 //! `clip-retrieval.io/held-parallelism`, and admitting means setting it back (on 1.22+ it is `spec.suspend`, which
@@ -117,4 +118,40 @@ async fn a_queued_index_build_waits_for_admission() {
     let done = wait_phase(&client, &ns, "IndexBuild", "idx", "Complete", Duration::from_secs(60)).await;
     assert_eq!(done["latestComplete"]["folder"], "s3://data/index/g1");
     assert_eq!(cond(&done, "Queued").1, "Admitted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gpu_example_is_queued_and_runs_with_its_runtime_class_and_tolerations_once_admitted() {
+    let (plane, client, ns) = setup("gpuexample").await;
+    let _operator = Operator::start(plane, &ns, "a");
+    // What the example expects of its cluster: the nvidia RuntimeClass and the S3 ServiceAccount.
+    let runtime_classes = Api::<k8s_openapi::api::node::v1::RuntimeClass>::all(client.clone());
+    if runtime_classes.get_opt("nvidia").await.unwrap().is_none() {
+        let class = serde_json::from_value(json!({"metadata": {"name": "nvidia"}, "handler": "nvidia"})).unwrap();
+        runtime_classes.create(&Default::default(), &class).await.unwrap();
+    }
+    let account = serde_json::from_value(json!({"metadata": {"name": "s3-reader"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &account)
+        .await
+        .unwrap();
+    let path = clip_retrieval_tests::repo_root().join("examples/gpu/embeddingjob.yaml");
+    let example: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut spec = example["spec"].clone();
+    spec["partitions"] = json!(2);
+    spec["parallelism"] = json!(2);
+    spec["env"]["FAKE_RUN_SECONDS"] = json!("0.5");
+    spec["nodeSelector"] = json!({});
+    create(&client, &ns, "EmbeddingJob", "laion-gpu", spec).await.unwrap();
+    let queued = wait_phase(&client, &ns, "EmbeddingJob", "laion-gpu", "Queued", Duration::from_secs(30)).await;
+    assert!(cond(&queued, "Queued").2.contains("by LocalQueue gpu-queue"), "{queued}");
+    let jobs_api = Api::<Job>::namespaced(client.clone(), &ns);
+    for name in ["laion-gpu-p0", "laion-gpu-p1"] {
+        let pod = jobs_api.get(name).await.unwrap().spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("s3-reader"));
+        assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("nvidia.com/gpu"));
+        admit(&jobs_api, name).await;
+    }
+    wait_phase(&client, &ns, "EmbeddingJob", "laion-gpu", "Complete", Duration::from_secs(60)).await;
 }
