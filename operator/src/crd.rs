@@ -337,6 +337,12 @@ pub struct IndexBuildSpec {
     #[serde(default = "default_part_retries")]
     #[schemars(range(min = 0, max = 20))]
     pub part_retries: u32,
+    /// Finished generations whose folders are kept (the served one and the ones before it, for pods still rolling
+    /// off them); after each build a Job (`clip-retrieval prune_generations`) deletes every older `g<N>/`, failed
+    /// and superseded ones included. 0 keeps everything.
+    #[serde(default = "default_keep_generations")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub keep_generations: u32,
     /// A faiss factory string to build instead of the tuned choice (`--index_key`, e.g. `IVF4096,PQ32`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_key: Option<String>,
@@ -446,6 +452,9 @@ pub struct IndexBuildStatus {
     /// Distributed builds: `complete/total` parts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_done: Option<String>,
+    /// Finished generations whose folders are kept, newest first (at most `keepGenerations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained_generations: Vec<i64>,
     /// The newest generation that finished: what SearchDeployments serve. A failed rebuild leaves it as it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_complete: Option<BuiltGeneration>,
@@ -659,6 +668,10 @@ fn one() -> u32 {
 
 fn yes() -> bool {
     true
+}
+
+fn default_keep_generations() -> u32 {
+    2
 }
 
 fn default_part_retries() -> u32 {

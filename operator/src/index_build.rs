@@ -8,7 +8,7 @@ use crate::health::Verdict;
 use crate::pods;
 use crate::status::set_condition;
 use crate::{Error, Result};
-use clip_cli::IndexArgs;
+use clip_cli::{CommandArgs, IndexArgs};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
@@ -81,6 +81,9 @@ pub async fn reconcile(ib: Arc<IndexBuild>, ctx: Arc<Context>) -> Result<Action>
             Verdict::Degraded(check_in) => requeue = check_in,
             Verdict::Healthy => {}
         }
+    }
+    if status.phase == "Complete" && old.phase != "Complete" {
+        prune_old_generations(&ctx, &ib, &namespace, &status).await?;
     }
     crate::status::stamp(&mut status.conditions, generation);
     if status != old {
@@ -192,12 +195,52 @@ async fn run_build(
 
 /// Records the generation just built as the one to serve.
 pub fn record_complete(ib: &IndexBuild, status: &mut IndexBuildStatus, parts: Vec<String>) {
+    let generation = ib.metadata.generation.unwrap_or(0);
+    let retained = &mut status.retained_generations;
+    retained.retain(|g| *g != generation);
+    retained.insert(0, generation);
+    retained.truncate(ib.spec.keep_generations as usize);
     status.latest_complete = Some(crate::crd::BuiltGeneration {
-        generation: ib.metadata.generation.unwrap_or(0),
+        generation,
         folder: generation_folder(ib),
         parts,
         completion_time: status.completion_time.clone().unwrap_or_else(crate::status::now),
     });
+}
+
+/// After a build finished: a Job deleting the index root's generations older than the retained ones
+/// (`clip-retrieval prune_generations`), unless everything is kept or nothing older can exist.
+async fn prune_old_generations(
+    ctx: &Context,
+    ib: &IndexBuild,
+    namespace: &str,
+    status: &IndexBuildStatus,
+) -> Result<()> {
+    let generation = ib.metadata.generation.unwrap_or(0);
+    if ib.spec.keep_generations == 0 || generation < 2 || status.retained_generations.is_empty() {
+        return Ok(());
+    }
+    let name = crate::names::child(&ib.name_any(), &format!("-prune-g{generation}"));
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    if jobs.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let job = index_job(ib, &name, prune_args(ib, status))?;
+    crate::admission::create(ctx, namespace, job, &ib.spec.admission).await?;
+    let kept: Vec<String> = status.retained_generations.iter().map(|g| format!("g{g}")).collect();
+    let note = format!("Job {name} deletes the generations under {} older than {}", ib.spec.output, kept.join(", "));
+    ctx.event(ib, KIND, false, "PruningGenerations", note).await;
+    Ok(())
+}
+
+/// `prune_generations` of the output root, keeping the retained generations.
+pub fn prune_args(ib: &IndexBuild, status: &IndexBuildStatus) -> Vec<String> {
+    clip_cli::PruneGenerationsArgs {
+        index_root: ib.spec.output.trim_end_matches('/').to_string(),
+        keep_generations: status.retained_generations.iter().map(|g| *g as u64).collect(),
+        dry_run: false,
+    }
+    .to_argv()
 }
 
 /// Deletes the Jobs of earlier spec generations still running: two generations never build at once.

@@ -171,6 +171,19 @@ fn every_distributed_build_pod_parses_to_its_stage() {
 }
 
 #[test]
+fn the_prune_pod_parses_to_the_retained_generations() {
+    let ib: IndexBuild =
+        resource("IndexBuild", json!({"embeddings": {"uri": "e"}, "output": "s3://data/index/", "image": "i"}));
+    let status = clip_operator::crd::IndexBuildStatus { retained_generations: vec![7, 5], ..Default::default() };
+    let argv = std::iter::once("clip-retrieval".to_string()).chain(index_build::prune_args(&ib, &status));
+    let Command::PruneGenerations(p) = Cli::try_parse_from(argv).unwrap().command else { panic!("not prune") };
+    assert_eq!(
+        (p.index_root.as_str(), p.keep_generations.as_slice(), p.dry_run),
+        ("s3://data/index", &[7, 5][..], false)
+    );
+}
+
+#[test]
 fn every_shard_pod_parses_and_the_front_lists_the_shards() {
     let spec = json!({"indices": {"laion": {"indexBuild": "idx", "sharded": true}}, "image": "i", "port": 8080,
                       "model": "s3://models/tiny-clip", "allowPartialResults": true});

@@ -9,6 +9,14 @@ use clip_retrieval_tests::{
 };
 use serde_json::{json, Value};
 
+/// The timing test measures this machine's costs then times a build: it runs alone (write lock), the other tests of
+/// this file share the machine among themselves (read locks). Cargo runs one test binary at a time.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn share_machine() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn post_knn(server: &BackServer, body: Value) -> Vec<Value> {
     let r = reqwest::blocking::Client::new()
         .post(format!("{}/knn-service", server.url()))
@@ -21,6 +29,7 @@ fn post_knn(server: &BackServer, body: Value) -> Vec<Value> {
 
 #[test]
 fn rerank_lifts_recall_within_the_budget_and_serves_exact_similarities() {
+    let _machine = share_machine();
     let dir = tempfile::tempdir().unwrap();
     let n = 200_000;
     let mut all = clustered_embeddings(n + 100, 64, 1_000, 0.9, 21);
@@ -141,6 +150,7 @@ fn last_line_json(stdout: &[u8]) -> Value {
 
 #[test]
 fn laion_folders_are_served_and_blocks_merge_on_disk_in_bounded_memory() {
+    let _machine = share_machine();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (blocks, block_rows) = (10usize, 200_000usize);
@@ -222,6 +232,7 @@ fn laion_folders_are_served_and_blocks_merge_on_disk_in_bounded_memory() {
 
 #[test]
 fn append_adds_new_partitions_as_a_build_from_the_same_training_would() {
+    let _machine = share_machine();
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name);
     let mut all = clustered_embeddings(15_100, 64, 100, 0.8, 31);
@@ -347,6 +358,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// training plus adding time within a factor of two, peak RSS within a factor of two.
 #[test]
 fn plan_from_measured_costs_predicts_a_real_build() {
+    let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name);
     let costs = p("costs.json");

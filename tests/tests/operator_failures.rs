@@ -277,6 +277,17 @@ async fn generations_never_mix_a_new_one_stops_the_last_a_failed_one_is_not_serv
     let s = serves("idx@g4").await;
     assert_eq!(condition(&s, "Ready")["status"], "True");
     assert_eq!(config().await["laion"]["indice_folder"], "s3://data/index/g4");
+
+    // Old generations are pruned: g4 and g1 are the two finished ones kept (keepGenerations 2); a Job deletes the
+    // rest (g2 stopped, g3 failed) with `prune_generations`.
+    let built = status(&client, &ns, "IndexBuild", "idx").await;
+    assert_eq!(built["retainedGenerations"], json!([4, 1]));
+    let prune =
+        wait_until(Duration::from_secs(30), "the prune Job", || async { jobs_api.get_opt("idx-prune-g4").await.ok()? })
+            .await;
+    let args = prune.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(args, ["prune_generations", "--index_root", "s3://data/index", "--keep_generations", "4,1"]);
+    assert!(event_reasons(&client, &ns, "idx").await.contains(&"PruningGenerations".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

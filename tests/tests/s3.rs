@@ -1,4 +1,5 @@
-//! s3:// input, output and model against a real S3 server (s3s-fs with SigV4) on 127.0.0.1.
+//! s3:// input, output and model against a real S3 server (s3s-fs with SigV4) on 127.0.0.1, and pruning of an
+//! index root's old generations there.
 
 use clip_retrieval_tests::{cli, python_summary, run, shipped_model, S3Server};
 
@@ -139,4 +140,39 @@ fn index_reads_embeddings_from_s3_and_writes_the_index_folder_to_s3() {
     let results: serde_json::Value = response.json().unwrap();
     assert_eq!(results[0]["id"], 2_500, "{results}");
     assert_eq!(results[0]["caption"], "row 2500");
+}
+
+#[test]
+fn prune_generations_deletes_old_generations_on_s3_and_leaves_kept_newer_and_other_objects() {
+    let s3 = S3Server::start(&["data"]);
+    let bucket = s3.root.path().join("data");
+    // s3s-fs stores objects as files: these are the objects under s3://data/idx.
+    for key in [
+        "idx/g1/image.index",
+        "idx/g1/_COMPLETE",
+        "idx/g2-parts/0/image.index",
+        "idx/g3/image.index",
+        "idx/g3/_COMPLETE",
+        "idx/g4/image.index",
+        "idx/old/image.index",
+    ] {
+        let path = bucket.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+    let mut prune = cli();
+    prune.args(["prune_generations", "--index_root", "s3://data/idx", "--keep_generations", "3"]);
+    s3.configure(&mut prune);
+    let out = run(&mut prune, true);
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["report"]["deleted"], serde_json::json!([1, 2]));
+    assert_eq!(printed["report"]["kept"], serde_json::json!([3]));
+    assert_eq!(printed["report"]["newer"], serde_json::json!([4]), "a build in progress is left alone");
+    assert_eq!(printed["report"]["files"], 3);
+    for gone in ["idx/g1/image.index", "idx/g1/_COMPLETE", "idx/g2-parts/0/image.index"] {
+        assert!(!bucket.join(gone).exists(), "{gone} is still on the server");
+    }
+    for kept in ["idx/g3/image.index", "idx/g4/image.index", "idx/old/image.index"] {
+        assert!(bucket.join(kept).exists(), "{kept} was deleted");
+    }
 }

@@ -133,6 +133,26 @@ impl CommandArgs for IndexCombinerArgs {
     const NAME: &'static str = "index_combiner";
 }
 
+/// `clip-retrieval prune_generations`: deletes an index root's old generation folders (`g<N>/`, `g<N>-parts/`).
+#[derive(Debug, Args, Serialize, Clone, PartialEq)]
+#[command(rename_all = "snake_case")]
+pub struct PruneGenerationsArgs {
+    /// The index root holding `g<N>/` folders (an IndexBuild's `output`); local or s3://.
+    #[arg(long)]
+    pub index_root: String,
+    /// Generations to keep (comma-separated numbers); every older generation not listed is deleted, newer ones
+    /// (builds in progress) are left.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub keep_generations: Vec<u64>,
+    /// Print what would be deleted and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl CommandArgs for PruneGenerationsArgs {
+    const NAME: &'static str = "prune_generations";
+}
+
 /// `clip-retrieval parquet_to_arrow`: clip-retrieval's metadata conversion for `back` (`metadata/*.arrow`).
 #[derive(Debug, Args, Serialize, Clone, PartialEq)]
 #[command(rename_all = "snake_case")]

@@ -17,7 +17,7 @@ pub use back::BackArgs;
 pub use dataset::SampleDatasetArgs;
 pub use end2end::End2endArgs;
 pub use filter::FilterArgs;
-pub use index::{IndexArgs, IndexCombinerArgs, ParquetToArrowArgs};
+pub use index::{IndexArgs, IndexCombinerArgs, ParquetToArrowArgs, PruneGenerationsArgs};
 pub use inference::InferenceArgs;
 pub use model::ModelArgs;
 pub use values::{
@@ -54,6 +54,9 @@ pub enum Command {
     /// Metadata parquet files -> Arrow IPC files `back` serves from `metadata/` (clip-retrieval's command).
     #[command(name = "parquet_to_arrow", alias = "parquet-to-arrow")]
     ParquetToArrow(ParquetToArrowArgs),
+    /// Delete an index root's old generation folders (g<N>/), keeping the ones listed and any newer.
+    #[command(name = "prune_generations", alias = "prune-generations")]
+    PruneGenerations(PruneGenerationsArgs),
     /// Query an index and copy the matching images out, with results.parquet.
     Filter(Box<FilterArgs>),
     /// Serve indices over HTTP: clip-retrieval's knn service and the web UI.
@@ -131,6 +134,7 @@ mod tests {
             SampleDatasetArgs::NAME,
             IndexArgs::NAME,
             IndexCombinerArgs::NAME,
+            PruneGenerationsArgs::NAME,
             FilterArgs::NAME,
             BackArgs::NAME,
             End2endArgs::NAME,

@@ -111,6 +111,12 @@ fn index_and_combiner() {
         input_folder: Some("blocks".into()),
         output_folder: "o".into(),
     });
+    let prune = round_trip(&PruneGenerationsArgs {
+        index_root: "s3://b/idx".into(),
+        keep_generations: vec![4, 3],
+        dry_run: true,
+    });
+    assert!(prune.windows(2).any(|w| w == ["--keep_generations", "4,3"]), "{prune:?}");
     round_trip(&clip_cli::ParquetToArrowArgs {
         parquet_folder: "meta".into(),
         output_arrow_folder: "arrow".into(),

@@ -13,6 +13,7 @@ pub mod error;
 pub mod exact;
 pub mod faiss_index;
 pub mod folder;
+pub mod generations;
 mod half_dot;
 pub mod merge;
 mod mmap;

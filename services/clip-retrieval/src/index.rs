@@ -207,6 +207,15 @@ fn partition_runs(partitions: &[clip_index::report::PartitionRows]) -> Vec<[u64;
     runs
 }
 
+/// `prune_generations`: deletes the old generations and prints what it did as JSON.
+pub fn prune_generations(storage: &Storage, a: clip_cli::PruneGenerationsArgs) -> Result<()> {
+    let root = Location::parse(&a.index_root);
+    let report = clip_index::generations::prune(storage, &root, &a.keep_generations, a.dry_run)
+        .with_context(|| format!("pruning the generations of {}", a.index_root))?;
+    println!("{}", serde_json::json!({"index_root": a.index_root, "dry_run": a.dry_run, "report": report}));
+    Ok(())
+}
+
 /// Runs `index_combiner`.
 pub fn combine(storage: &Storage, a: IndexCombinerArgs) -> Result<()> {
     if let Some(blocks) = &a.input_folder {

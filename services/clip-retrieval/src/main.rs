@@ -33,6 +33,7 @@ fn run(storage: &Storage, command: Command) -> anyhow::Result<()> {
         Command::Index(a) => index::run(storage, *a),
         Command::IndexCombiner(a) => index::combine(storage, a),
         Command::ParquetToArrow(a) => index::parquet_to_arrow(storage, a),
+        Command::PruneGenerations(a) => index::prune_generations(storage, a),
         Command::Filter(a) => filter::run(storage, *a),
         Command::Back(a) => back::run(storage, *a),
         Command::End2end(a) => end2end::run(storage, *a),
