@@ -139,22 +139,11 @@ fn pdb_network_policy_aggregated_roles_crds_and_the_test_hook_render_as_document
 /// index: it succeeds on an index that answers and fails on one that does not exist.
 #[test]
 fn the_helm_test_query_succeeds_against_a_real_server_and_fails_on_a_wrong_index() {
-    use clip_retrieval_tests::{cli, run, sample_dataset, shipped_model, BackServer};
+    use clip_retrieval_tests::{cli, inference_command, run, sample_dataset, BackServer};
     let dir = tempfile::tempdir().unwrap();
     sample_dataset(&dir.path().join("data"), 60, 3, "files");
     let (data, emb, index) = (dir.path().join("data"), dir.path().join("emb"), dir.path().join("index"));
-    run(
-        cli()
-            .arg("inference")
-            .arg("--input_dataset")
-            .arg(&data)
-            .arg("--output_folder")
-            .arg(&emb)
-            .arg("--clip_model")
-            .arg(shipped_model())
-            .args(["--no_progress", "--enable_metadata", "True"]),
-        true,
-    );
+    run(&mut inference_command(&data, &emb, &["--enable_metadata", "True"]), true);
     run(
         cli().arg("index").arg("--embeddings_folder").arg(&emb).arg("--index_folder").arg(&index).arg("--no_progress"),
         true,

@@ -27,6 +27,10 @@ pub struct SampleDatasetArgs {
     /// First sample index (to render disjoint slices of one dataset).
     #[arg(long, default_value_t = 0)]
     pub start: u64,
+    /// Longer side of every image in pixels (e.g. 768, web-sized); the default renders 96-256 px images. The
+    /// samples (shapes, colours, captions) are the same at any size.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(8..=8192))]
+    pub image_size: Option<u32>,
 }
 
 impl CommandArgs for SampleDatasetArgs {

@@ -7,6 +7,7 @@ pub mod argv;
 mod back;
 mod dataset;
 mod end2end;
+mod evaluate;
 mod filter;
 mod index;
 mod inference;
@@ -16,13 +17,14 @@ pub mod values;
 pub use back::BackArgs;
 pub use dataset::SampleDatasetArgs;
 pub use end2end::End2endArgs;
+pub use evaluate::EvaluateArgs;
 pub use filter::FilterArgs;
 pub use index::{IndexArgs, IndexCombinerArgs, ParquetToArrowArgs, PruneGenerationsArgs};
 pub use inference::InferenceArgs;
 pub use model::ModelArgs;
 pub use values::{
     ByteSize, ColumnList, Device, DistributionStrategy, EmbeddingDtype, InputFormat, Metric, Modality, PartitionIds,
-    QueryType, Seconds,
+    Precision, QueryType, Seconds,
 };
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -63,6 +65,8 @@ pub enum Command {
     Back(Box<BackArgs>),
     /// inference -> index -> back on one dataset (the synthetic sample when none is given).
     End2end(Box<End2endArgs>),
+    /// Measure how far a cheaper precision (int8) moves a model's embeddings and retrieval from fp32, on a dataset.
+    Evaluate(Box<EvaluateArgs>),
 }
 
 impl Cli {
@@ -138,6 +142,7 @@ mod tests {
             FilterArgs::NAME,
             BackArgs::NAME,
             End2endArgs::NAME,
+            EvaluateArgs::NAME,
         ] {
             assert_eq!(root.find_subcommand(name).map(|c| c.get_name()), Some(name));
         }

@@ -1,6 +1,6 @@
 //! Model selection flags shared by the subcommands that embed (`inference`, `filter`).
 
-use crate::values::Device;
+use crate::values::{Device, Precision};
 
 /// Pillow's `Image.MAX_IMAGE_PIXELS * 2`, above which PIL refuses an image as a decompression bomb.
 pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
@@ -27,4 +27,25 @@ pub struct ModelArgs {
     /// The default is Pillow's decompression-bomb threshold.
     #[arg(long, default_value_t = MAX_IMAGE_PIXELS)]
     pub max_image_pixels: u64,
+    /// Precision of both towers: fp32, or int8 (the folder's model.int8.onnx files, written by
+    /// models/scripts/quantize.py; measure them with `clip-retrieval evaluate` before use).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// The image tower's precision, overriding --precision.
+    #[arg(long, value_enum)]
+    pub image_precision: Option<Precision>,
+    /// The text tower's precision, overriding --precision.
+    #[arg(long, value_enum)]
+    pub text_precision: Option<Precision>,
+    /// Let ONNX Runtime's idle threads spin-wait between operators (its own default). Off here: spinning threads
+    /// take the cores the image preprocessing pool needs (bench/README.md has the measurement).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = crate::values::parse_bool)]
+    pub intra_op_spinning: bool,
+}
+
+impl ModelArgs {
+    /// `(image, text)` precisions after the per-tower overrides.
+    pub fn tower_precisions(&self) -> (Precision, Precision) {
+        (self.image_precision.unwrap_or(self.precision), self.text_precision.unwrap_or(self.precision))
+    }
 }

@@ -66,6 +66,17 @@ pub enum EmbeddingDtype {
     Float32,
 }
 
+/// Numeric precision of a model tower (`--precision`, `--image_precision`, `--text_precision`).
+#[derive(ValueEnum, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Float32: the folder's `model.fused.onnx` when it has one, else `model.onnx`.
+    #[default]
+    Fp32,
+    /// `model.int8.onnx` (written by `models/scripts/quantize.py`): int8 weights; check it with `evaluate` first.
+    Int8,
+}
+
 /// clip-retrieval's `--distribution_strategy` values; only `sequential` runs here (`pyspark` is refused with advice).
 #[derive(ValueEnum, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -340,7 +351,7 @@ macro_rules! display_as_value_name {
         }
     )*};
 }
-display_as_value_name!(InputFormat, Modality, EmbeddingDtype, DistributionStrategy, Metric, QueryType);
+display_as_value_name!(InputFormat, Modality, EmbeddingDtype, DistributionStrategy, Metric, QueryType, Precision);
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,10 @@ fn model() -> ModelArgs {
         device: Device::Cuda(1),
         num_threads: 3,
         max_image_pixels: 4_000_000,
+        precision: Precision::Int8,
+        image_precision: Some(Precision::Fp32),
+        text_precision: Some(Precision::Int8),
+        intra_op_spinning: true,
     }
 }
 
@@ -58,7 +62,7 @@ fn inference() {
         model: model(),
     };
     let argv = round_trip(&all);
-    assert_eq!(argv.iter().filter(|a| a.starts_with("--")).count(), 28, "{argv:?}");
+    assert_eq!(argv.iter().filter(|a| a.starts_with("--")).count(), 32, "{argv:?}");
 }
 
 #[test]
@@ -122,6 +126,31 @@ fn index_and_combiner() {
         output_arrow_folder: "arrow".into(),
         columns_to_return: Some("[\"url\", \"caption\"]".parse().unwrap()),
     });
+}
+
+#[test]
+fn evaluate() {
+    let all = EvaluateArgs {
+        input_dataset: "s3://data/{000..003}.tar".into(),
+        input_format: InputFormat::Webdataset,
+        model: model(),
+        against_precision: Precision::Int8,
+        subset_size: 500,
+        top_k: 5,
+        batch_size: 32,
+        num_prepro_workers: 1,
+        wds_image_key: "webp".into(),
+        wds_caption_key: "caption".into(),
+        output_folder: Some("eval".into()),
+        no_gate: true,
+        no_progress: true,
+    };
+    let argv = round_trip(&all);
+    assert!(argv.windows(2).any(|w| w == ["--image_precision", "fp32"]), "{argv:?}");
+    assert_eq!(all.candidate_precisions(), (Precision::Fp32, Precision::Int8));
+    let defaults = EvaluateArgs::parse_flags(["--input_dataset", "d"]).unwrap();
+    assert_eq!(round_trip(&defaults), ["evaluate", "--input_dataset", "d"]);
+    assert_eq!(defaults.candidate_precisions(), (Precision::Int8, Precision::Int8), "int8 is measured by default");
 }
 
 #[test]
@@ -202,6 +231,7 @@ fn sample_dataset_and_end2end() {
         output_format: InputFormat::Webdataset,
         shard_size: 2,
         start: 3,
+        image_size: Some(768),
     });
     round_trip(&End2endArgs {
         input_dataset: Some("d".into()),

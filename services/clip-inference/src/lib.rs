@@ -7,6 +7,7 @@
 //! the same output folder skips it and redoes any partition without it, once `plan.json` shows the run is the same
 //! (see [`resume`]).
 
+pub mod faithfulness;
 mod pipeline;
 pub mod resume;
 

@@ -32,6 +32,10 @@ pub struct PartitionStats {
     pub skipped_count: usize,
     /// The first skipped inputs with their reason.
     pub skipped: Vec<SkipRecord>,
+    /// The image tower's graph file and precision (`visual/model.int8.onnx (int8)`), when images were embedded.
+    pub image_model: Option<String>,
+    /// The text tower's graph file and precision, when captions were embedded.
+    pub text_model: Option<String>,
 }
 
 /// One skipped input.
@@ -140,7 +144,15 @@ pub fn run_partition(
         text: if read_options.enable_text { Some(npy_output(storage, &outputs.text, opts, dim)?) } else { None },
         metadata: MetadataTable::new(read_options.enable_image, read_options.enable_text),
     };
-    let mut stats = PartitionStats::default();
+    let tower = |file: &std::path::Path, p: clip_model::Precision| {
+        let relative = file.strip_prefix(&model.layout.root).unwrap_or(file);
+        format!("{} ({})", relative.display(), p.name())
+    };
+    let mut stats = PartitionStats {
+        image_model: read_options.enable_image.then(|| tower(&model.image_file, model.precisions.image)),
+        text_model: read_options.enable_text.then(|| tower(&model.text_file, model.precisions.text)),
+        ..PartitionStats::default()
+    };
     let (raw_tx, raw_rx) = bounded::<ReadEvent>(opts.batch_size * 2);
     let (batch_tx, batch_rx) = bounded::<PreparedBatch>(2);
     let batch_size = opts.batch_size;

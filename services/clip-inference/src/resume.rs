@@ -151,7 +151,8 @@ fn model_digest(model: &ClipModel) -> Result<String> {
     for small in [&layout.config, &layout.preprocess_cfg, &layout.tokenizer] {
         digest.update(std::fs::read(small).map_err(io(small))?);
     }
-    for tower in [&layout.visual_model, &layout.textual_model] {
+    // The graphs actually run: an int8 or fused tower gives other embeddings than model.onnx.
+    for tower in [&model.image_file, &model.text_file] {
         let mut file = std::fs::File::open(tower).map_err(io(tower))?;
         let size = file.metadata().map_err(io(tower))?.len();
         digest.update(size.to_le_bytes());

@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod config;
 pub mod encoder;
 pub mod error;
+pub mod precision;
 pub mod preprocess;
 pub mod resample;
 pub mod runtime;
@@ -18,6 +19,7 @@ pub use classifier::EmbeddingClassifier;
 pub use config::{ModelConfig, ModelLayout, PreprocessConfig};
 pub use encoder::{ImageEncoder, SessionOptions, TextEncoder};
 pub use error::{ModelError, Result};
+pub use precision::{Precision, TowerPrecisions};
 pub use preprocess::{ImageLimits, DEFAULT_MAX_IMAGE_PIXELS};
 pub use runtime::ExecutionDevice;
 pub use tokenizer::ClipTokenizer;
@@ -36,20 +38,44 @@ pub struct ClipModel {
     pub tokenizer: ClipTokenizer,
     /// What one image may cost to decode (`--max_image_pixels`).
     pub image_limits: ImageLimits,
+    /// The precision each tower runs at.
+    pub precisions: TowerPrecisions,
+    /// The image tower's graph file loaded (depends on the precision).
+    pub image_file: std::path::PathBuf,
+    /// The text tower's graph file loaded.
+    pub text_file: std::path::PathBuf,
     image: ImageEncoder,
     text: TextEncoder,
 }
 
 impl ClipModel {
-    /// Loads every file of a model folder; errors name the file and what is wrong with it.
+    /// Loads every file of a model folder at fp32; errors name the file and what is wrong with it.
     pub fn load(root: &Path, options: SessionOptions) -> Result<Self> {
+        Self::load_at(root, options, TowerPrecisions::default())
+    }
+
+    /// Loads a model folder with each tower at its precision (a missing int8 file is an error naming it).
+    pub fn load_at(root: &Path, options: SessionOptions, precisions: TowerPrecisions) -> Result<Self> {
         let layout = ModelLayout::open(root)?;
         let config = ModelConfig::load(&layout.config)?;
         let preprocess = PreprocessConfig::load(&layout.preprocess_cfg)?;
         let tokenizer = ClipTokenizer::load(&layout.tokenizer, config.text_cfg.context_length)?;
-        let image = ImageEncoder::load(&layout.visual_model, preprocess.size, options)?;
-        let text = TextEncoder::load(&layout.textual_model, config.text_cfg.context_length, options)?;
-        Ok(Self { layout, config, preprocess, tokenizer, image_limits: ImageLimits::default(), image, text })
+        let image_file = precision::tower_file(&layout.visual_model, precisions.image, precision::MISSING_IMAGE_INT8)?;
+        let text_file = precision::tower_file(&layout.textual_model, precisions.text, precision::MISSING_TEXT_INT8)?;
+        let image = ImageEncoder::load(&image_file, preprocess.size, options)?;
+        let text = TextEncoder::load(&text_file, config.text_cfg.context_length, options)?;
+        Ok(Self {
+            layout,
+            config,
+            preprocess,
+            tokenizer,
+            image_limits: ImageLimits::default(),
+            precisions,
+            image_file,
+            text_file,
+            image,
+            text,
+        })
     }
 
     /// Embedding width.

@@ -2,9 +2,9 @@
 //! use the CLI's types without linking any engine), and the model load every embedding subcommand shares.
 
 use anyhow::{Context, Result};
-use clip_cli::{Device, InputFormat, Metric, Modality, ModelArgs};
+use clip_cli::{Device, InputFormat, Metric, Modality, ModelArgs, Precision};
 use clip_data::Storage;
-use clip_model::{ClipModel, ExecutionDevice, ImageLimits, SessionOptions};
+use clip_model::{ClipModel, ExecutionDevice, ImageLimits, SessionOptions, TowerPrecisions};
 
 /// The dataset reader's format.
 pub fn input_format(f: InputFormat) -> clip_data::InputFormat {
@@ -39,12 +39,36 @@ pub fn device(d: Device) -> ExecutionDevice {
     }
 }
 
-/// Loads the model named by the flags (a folder, an s3:// folder copied to the cache, or the shipped model).
+/// The model crate's precision.
+pub fn precision(p: Precision) -> clip_model::Precision {
+    match p {
+        Precision::Fp32 => clip_model::Precision::Fp32,
+        Precision::Int8 => clip_model::Precision::Int8,
+    }
+}
+
+/// Loads the model named by the flags (a folder, an s3:// folder copied to the cache, or the shipped model) with
+/// the towers at the flags' precisions.
 pub fn load_model(storage: &Storage, m: &ModelArgs) -> Result<ClipModel> {
+    let (image, text) = m.tower_precisions();
+    load_model_at(storage, m, TowerPrecisions { image: precision(image), text: precision(text) })
+}
+
+/// Like [`load_model`], at the given precisions.
+pub fn load_model_at(storage: &Storage, m: &ModelArgs, precisions: TowerPrecisions) -> Result<ClipModel> {
     let folder = clip_data::model_source::resolve(storage, m.clip_model.as_deref(), m.clip_cache_path.as_deref())?;
-    let options = SessionOptions { device: device(m.device), intra_threads: m.num_threads };
-    let mut model = ClipModel::load(&folder, options).with_context(|| format!("loading model {}", folder.display()))?;
+    let options =
+        SessionOptions { device: device(m.device), intra_threads: m.num_threads, intra_spinning: m.intra_op_spinning };
+    let mut model = ClipModel::load_at(&folder, options, precisions)
+        .with_context(|| format!("loading model {}", folder.display()))?;
     model.image_limits = ImageLimits { max_pixels: m.max_image_pixels };
-    tracing::info!(model = %folder.display(), embed_dim = model.embed_dim(), trims_captions = model.trims_captions(), "model loaded");
+    tracing::info!(
+        model = %folder.display(),
+        image_tower = %model.image_file.display(),
+        text_tower = %model.text_file.display(),
+        embed_dim = model.embed_dim(),
+        trims_captions = model.trims_captions(),
+        "model loaded"
+    );
     Ok(model)
 }

@@ -69,12 +69,12 @@ fn options(a: &InferenceArgs) -> Result<InferenceOptions> {
 }
 
 /// An indicatif bar counting samples, with samples/s.
-struct BarProgress {
-    bar: ProgressBar,
+pub(crate) struct BarProgress {
+    pub(crate) bar: ProgressBar,
 }
 
 impl BarProgress {
-    fn new(hidden: bool) -> Self {
+    pub(crate) fn new(hidden: bool) -> Self {
         let bar = if hidden { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
         bar.set_style(
             ProgressStyle::with_template(

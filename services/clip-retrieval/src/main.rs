@@ -4,6 +4,7 @@
 mod back;
 mod convert;
 mod end2end;
+mod evaluate;
 mod filter;
 mod index;
 mod inference;
@@ -37,5 +38,6 @@ fn run(storage: &Storage, command: Command) -> anyhow::Result<()> {
         Command::Filter(a) => filter::run(storage, *a),
         Command::Back(a) => back::run(storage, *a),
         Command::End2end(a) => end2end::run(storage, *a),
+        Command::Evaluate(a) => evaluate::run(storage, *a),
     }
 }

@@ -16,7 +16,7 @@ pub fn run(storage: &Storage, a: SampleDatasetArgs) -> Result<()> {
     };
     let bar = ProgressBar::new(a.count);
     for i in a.start..a.start + a.count {
-        let s = clip_synthetic::render(a.seed, i);
+        let s = clip_synthetic::render_sized(a.seed, i, a.image_size);
         writer.write(OwnedSample {
             key: s.key.clone(),
             image: s.jpeg(),

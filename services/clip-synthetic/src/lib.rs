@@ -97,8 +97,14 @@ fn inside(shape: &str, x: f32, y: f32, r: f32) -> bool {
     }
 }
 
-/// Renders sample `index` of the dataset seeded with `seed`.
+/// Renders sample `index` of the dataset seeded with `seed` (96-256 px a side).
 pub fn render(seed: u64, index: u64) -> SyntheticSample {
+    render_sized(seed, index, None)
+}
+
+/// Renders sample `index` with its longer side scaled to `long_side` pixels when given (web-sized images, e.g.
+/// 768): the same shape, colours, caption and aspect ratio as [`render`], drawn at that resolution.
+pub fn render_sized(seed: u64, index: u64, long_side: Option<u32>) -> SyntheticSample {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index);
     let (color, rgb) = COLORS[rng.random_range(0..COLORS.len())];
     let shape = SHAPES[rng.random_range(0..SHAPES.len())];
@@ -116,6 +122,11 @@ pub fn render(seed: u64, index: u64) -> SyntheticSample {
     let fg = jitter(&mut rng, rgb, 20);
     let bg = jitter(&mut rng, bg_rgb, 12);
     let noise = rng.random_range(0..=14i32);
+    // Scaling after every draw above keeps the sample's content; only the per-pixel noise draws grow in number.
+    let scale = long_side.map_or(1.0, |side| side.max(1) as f32 / width.max(height) as f32);
+    let (width, height) =
+        (((width as f32 * scale).round() as u32).max(1), ((height as f32 * scale).round() as u32).max(1));
+    let (r, cx, cy) = (r * scale, cx * scale, cy * scale);
     let mut img = RgbImage::new(width, height);
     for (x, y, px) in img.enumerate_pixels_mut() {
         // 2x2 supersampling for smooth edges.
@@ -138,6 +149,17 @@ pub fn render(seed: u64, index: u64) -> SyntheticSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sized_renderings_keep_the_sample_and_its_aspect_ratio() {
+        let small = render(3, 7);
+        let large = render_sized(3, 7, Some(768));
+        assert_eq!(large.caption, small.caption);
+        assert_eq!(large.image.width().max(large.image.height()), 768);
+        let ratio = |i: &RgbImage| i.width() as f32 / i.height() as f32;
+        assert!((ratio(&large.image) - ratio(&small.image)).abs() < 0.02);
+        assert_eq!(render_sized(3, 7, None).image, small.image);
+    }
 
     #[test]
     fn rendering_is_deterministic_and_seed_dependent() {
