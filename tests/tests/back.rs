@@ -444,7 +444,8 @@ fn image_url_is_fetched_under_limits() {
 #[test]
 fn probes_metrics_batching_and_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = plain_server(dir.path(), &[]);
+    // No text cache: the second pass of each caption must reach the text tower to show batching.
+    let mut server = plain_server(dir.path(), &["--text_cache_size", "0"]);
     let ready: Value = client().get(format!("{}/readyz", server.url())).send().unwrap().json().unwrap();
     assert_eq!(ready["ready"], true);
     assert!(ready["indices"]["demo"].is_string());
@@ -477,6 +478,8 @@ fn probes_metrics_batching_and_graceful_shutdown() {
         "clip_retrieval_encode_batch_size_count{tower=\"text\"} 48",
         "clip_retrieval_ready 1",
         "clip_retrieval_index_vectors{index=\"demo\",modality=\"image\"} 400",
+        "clip_retrieval_text_cache{index=\"demo\",outcome=\"hit\"} 0",
+        "clip_retrieval_text_cache{index=\"demo\",outcome=\"miss\"} 0",
     ] {
         assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
     }

@@ -94,6 +94,9 @@ pub struct BackArgs {
     /// Most queries encoded together in one model run.
     #[arg(long, default_value_t = 64)]
     pub max_encode_batch: usize,
+    /// Text query embeddings kept per model, most recently used (0: no cache); hits and misses in /metrics.
+    #[arg(long, default_value_t = 10_000)]
+    pub text_cache_size: usize,
     /// Most pixels (width x height, read from the header) a query image may have; larger ones get a 400.
     #[arg(long, default_value_t = crate::model::MAX_IMAGE_PIXELS)]
     pub max_image_pixels: u64,

@@ -208,6 +208,7 @@ fn back() {
         image_url_max_size: ByteSize(1000),
         search_threads: Some(1),
         max_encode_batch: 8,
+        text_cache_size: 5,
         cache_path: Some("/c".into()),
         shard_timeout: Seconds(0.5),
         allow_partial_results: true,

@@ -71,6 +71,7 @@ fn engine_options(a: &BackArgs) -> EngineOptions {
     EngineOptions {
         encoder: EncoderLimits {
             max_batch: a.max_encode_batch.max(1),
+            text_cache: a.text_cache_size,
             image: clip_model::ImageLimits { max_pixels: a.max_image_pixels },
             ..EncoderLimits::default()
         },

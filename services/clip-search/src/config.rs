@@ -47,6 +47,9 @@ pub struct IndexOptions {
     /// Refuse a folder without its completion marker (`_COMPLETE`, written last by `index` and `index_combiner`):
     /// a build still writing it, or one that failed half way, is never served.
     pub require_completion_marker: bool,
+    /// The precision the index's model runs at for queries (`"precision": "int8"` in the indices file: the model
+    /// folder's `model.int8.onnx` towers; check them with `clip-retrieval evaluate` first).
+    pub precision: clip_model::TowerPrecisions,
 }
 
 impl Default for IndexOptions {
@@ -67,6 +70,7 @@ impl Default for IndexOptions {
             shards: Vec::new(),
             allow_partial_results: false,
             require_completion_marker: false,
+            precision: Default::default(),
         }
     }
 }
@@ -131,6 +135,14 @@ fn apply_key(o: &mut IndexOptions, key: &str, v: Value) -> std::result::Result<(
                 .collect::<std::result::Result<_, _>>()?;
         }
         "require_completion_marker" => o.require_completion_marker = boolean(v)?,
+        "precision" => {
+            let p = match v.as_str() {
+                Some("fp32") => clip_model::Precision::Fp32,
+                Some("int8") => clip_model::Precision::Int8,
+                _ => return Err(format!("expected \"fp32\" or \"int8\", got {v}")),
+            };
+            o.precision = clip_model::TowerPrecisions::both(p);
+        }
         "provide_safety_model" => o.provide_safety_model = boolean(v)?,
         "provide_violence_detector" => o.provide_violence_detector = boolean(v)?,
         "provide_aesthetic_embeddings" => o.provide_aesthetic_embeddings = boolean(v)?,

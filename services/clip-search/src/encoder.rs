@@ -32,12 +32,51 @@ pub struct EncoderLimits {
     pub preprocess_threads: usize,
     /// What one query image may cost to decode.
     pub image: clip_model::ImageLimits,
+    /// Text query embeddings kept, most recently used first (`--text_cache_size`; 0 keeps none). Real query
+    /// streams repeat ("cat", "dog"), and a hit costs a hash lookup instead of a text tower run.
+    pub text_cache: usize,
 }
+
+/// Longest caption cached (bytes): longer ones are rare repeats and would let one entry hold a large key.
+pub const MAX_CACHED_TEXT_BYTES: usize = 1024;
 
 impl Default for EncoderLimits {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self { max_batch: 64, queue: 1024, preprocess_threads: cores, image: Default::default() }
+        Self { max_batch: 64, queue: 1024, preprocess_threads: cores, image: Default::default(), text_cache: 10_000 }
+    }
+}
+
+/// A bounded LRU of text query embeddings, with its hit and miss counts.
+struct TextCache {
+    entries: Mutex<lru::LruCache<String, Vec<f32>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl TextCache {
+    fn new(capacity: usize) -> Option<Self> {
+        let capacity = std::num::NonZeroUsize::new(capacity)?;
+        Some(Self {
+            entries: Mutex::new(lru::LruCache::new(capacity)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    fn get(&self, text: &str) -> Option<Vec<f32>> {
+        let found = self.entries.lock().ok()?.get(text).cloned();
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn put(&self, text: String, embedding: &[f32]) {
+        if text.len() <= MAX_CACHED_TEXT_BYTES {
+            if let Ok(mut entries) = self.entries.lock() {
+                entries.put(text, embedding.to_vec());
+            }
+        }
     }
 }
 
@@ -53,6 +92,7 @@ pub struct QueryEncoder {
     image_queue: Sender<Job<Vec<f32>>>,
     preprocess_slots: Arc<Semaphore>,
     workers: [Arc<WorkerHealth>; 2],
+    text_cache: Option<TextCache>,
 }
 
 impl QueryEncoder {
@@ -74,7 +114,8 @@ impl QueryEncoder {
             m.encode_images(&pixels)
         });
         let preprocess_slots = Arc::new(Semaphore::new(limits.preprocess_threads.max(1)));
-        Self { model, text_queue, image_queue, preprocess_slots, workers: [text_health, image_health] }
+        let text_cache = TextCache::new(limits.text_cache);
+        Self { model, text_queue, image_queue, preprocess_slots, workers: [text_health, image_health], text_cache }
     }
 
     /// Why this encoder cannot serve (a worker stopped), for readiness; `None` when both workers run.
@@ -92,9 +133,26 @@ impl QueryEncoder {
         self.model.embed_dim()
     }
 
-    /// Embeds one caption, batched with whatever else is waiting.
+    /// `(hits, misses)` of the text query cache (both 0 when it is off).
+    pub fn text_cache_counts(&self) -> (u64, u64) {
+        self.text_cache.as_ref().map_or((0, 0), |c| (c.hits.load(Ordering::Relaxed), c.misses.load(Ordering::Relaxed)))
+    }
+
+    /// The model this encoder runs (its files and precisions).
+    pub fn model(&self) -> &ClipModel {
+        &self.model
+    }
+
+    /// Embeds one caption: from the cache when it was asked recently (`batch_size` 0: no model run), else batched
+    /// with whatever else is waiting.
     pub async fn text(&self, text: String) -> Result<Encoded> {
-        submit(&self.text_queue, text, "text queue full").await
+        let Some(cache) = &self.text_cache else { return submit(&self.text_queue, text, "text queue full").await };
+        if let Some(embedding) = cache.get(&text) {
+            return Ok(Encoded { embedding, batch_size: 0 });
+        }
+        let encoded = submit(&self.text_queue, text.clone(), "text queue full").await?;
+        cache.put(text, &encoded.embedding);
+        Ok(encoded)
     }
 
     /// Decodes, preprocesses and embeds one encoded image; returns the preprocessing time too. Undecodable bytes
@@ -238,6 +296,22 @@ fn run_batch<T>(jobs: Vec<Job<T>>, encode: &impl Fn(&[T]) -> std::result::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_text_cache_is_bounded_counts_hits_and_misses_and_skips_long_texts() {
+        let cache = TextCache::new(2).unwrap();
+        assert!(TextCache::new(0).is_none(), "size 0 turns it off");
+        assert_eq!(cache.get("cat"), None);
+        cache.put("cat".into(), &[1.0]);
+        cache.put("dog".into(), &[2.0]);
+        assert_eq!(cache.get("cat"), Some(vec![1.0]));
+        cache.put("bird".into(), &[3.0]); // evicts the least recently used: dog
+        assert_eq!(cache.get("dog"), None);
+        assert_eq!(cache.get("bird"), Some(vec![3.0]));
+        cache.put("x".repeat(MAX_CACHED_TEXT_BYTES + 1), &[4.0]);
+        assert_eq!(cache.get(&"x".repeat(MAX_CACHED_TEXT_BYTES + 1)), None);
+        assert_eq!((cache.hits.load(Ordering::Relaxed), cache.misses.load(Ordering::Relaxed)), (2, 3));
+    }
 
     fn query(queue: &Sender<Job<String>>, text: &str) -> oneshot::Receiver<Result<Encoded>> {
         let (reply, answer) = oneshot::channel();

@@ -426,7 +426,8 @@ impl SearchEngine {
                 let started = Instant::now();
                 let encoded = encoder.text(text).await?;
                 answer.stages.push((Stage::TextEncode, started.elapsed()));
-                answer.encode_batch = Some(("text", encoded.batch_size));
+                // A cache hit ran no model: it is no batch.
+                answer.encode_batch = (encoded.batch_size > 0).then_some(("text", encoded.batch_size));
                 Ok(encoded.embedding)
             }
             QueryInput::Image(bytes) => self.embed_image(resource, bytes, "image", answer).await,

@@ -9,6 +9,7 @@ use crate::result_image::ImageRoots;
 use crate::shards::{ShardOptions, ShardSet};
 use clip_data::{Location, Storage};
 use clip_index::{open_or_build_row_store, LoadedIndex, Modality, RowStore};
+use clip_model::TowerPrecisions;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,28 +50,41 @@ pub struct IndexResource {
     pub shards: Option<ShardSet>,
 }
 
-/// Models loaded so far, keyed by local folder, so indices of one model share its encoder.
+/// Models loaded so far, keyed by local folder and precision, so indices of one model share its encoder.
 #[derive(Default)]
 pub struct ModelCache {
-    loaded: HashMap<PathBuf, Arc<QueryEncoder>>,
+    loaded: HashMap<(PathBuf, TowerPrecisions), Arc<QueryEncoder>>,
 }
 
 impl ModelCache {
     /// Reuses `encoder` for the model in `folder` (a reload keeps the models it has).
     pub fn keep(&mut self, folder: PathBuf, encoder: Arc<QueryEncoder>) {
-        self.loaded.insert(folder, encoder);
+        let precisions = encoder.model().precisions;
+        self.loaded.insert((folder, precisions), encoder);
     }
 
-    fn get(&mut self, folder: PathBuf, limits: EncoderLimits) -> Result<Arc<QueryEncoder>> {
-        if let Some(e) = self.loaded.get(&folder) {
+    fn get(
+        &mut self,
+        folder: PathBuf,
+        precisions: TowerPrecisions,
+        limits: EncoderLimits,
+    ) -> Result<Arc<QueryEncoder>> {
+        let key = (folder, precisions);
+        if let Some(e) = self.loaded.get(&key) {
             return Ok(e.clone());
         }
         let options = clip_model::SessionOptions::default();
-        let mut model = clip_model::ClipModel::load(&folder, options)?;
+        let mut model = clip_model::ClipModel::load_at(&key.0, options, precisions)?;
         model.image_limits = limits.image;
-        tracing::info!(model = %folder.display(), dim = model.embed_dim(), "model loaded");
+        tracing::info!(
+            model = %key.0.display(),
+            image_tower = %model.image_file.display(),
+            text_tower = %model.text_file.display(),
+            dim = model.embed_dim(),
+            "model loaded"
+        );
         let encoder = Arc::new(QueryEncoder::new(model, limits));
-        self.loaded.insert(folder, encoder.clone());
+        self.loaded.insert(key, encoder.clone());
         Ok(encoder)
     }
 }
@@ -127,7 +141,7 @@ impl IndexResource {
         let available = rows.as_ref().map(RowStore::columns).unwrap_or_default();
         let columns = o.columns_to_return.iter().filter(|c| available.contains(c)).cloned().collect();
         let model_folder = clip_data::model_source::resolve(storage, o.clip_model.as_deref(), None)?;
-        let encoder = models.get(model_folder.clone(), limits)?;
+        let encoder = models.get(model_folder.clone(), o.precision, limits)?;
         if encoder.embed_dim() != dim {
             return Err(SearchError::Config(format!(
                 "the model {} makes {}-dimensional embeddings but the index holds {dim}: set clip_model to the \
@@ -179,7 +193,7 @@ impl IndexResource {
         shard_options: &ShardOptions,
     ) -> Result<Self> {
         let model_folder = clip_data::model_source::resolve(storage, o.clip_model.as_deref(), None)?;
-        let encoder = models.get(model_folder.clone(), limits)?;
+        let encoder = models.get(model_folder.clone(), o.precision, limits)?;
         let dim = encoder.embed_dim();
         let (violence, safety, aesthetic) = load_filters(name, o, &model_folder, dim)?;
         let shards = ShardSet::new(name, o.shards.clone(), o.allow_partial_results, shard_options.clone())?;

@@ -280,6 +280,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             };
             gauge("text", text);
             gauge("image", image);
+            let (hits, misses) = r.encoder.text_cache_counts();
+            let cache = |outcome: &str, n: u64| {
+                state.metrics.text_cache.with_label_values(&[r.name.as_str(), outcome]).set(n as i64)
+            };
+            cache("hit", hits);
+            cache("miss", misses);
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())

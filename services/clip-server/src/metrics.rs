@@ -34,6 +34,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `clip_retrieval_encoder_panics{index, tower}`: panics caught in an encoder worker (each failed its batch).
     pub encoder_panics: IntGaugeVec,
+    /// `clip_retrieval_text_cache{index, outcome}`: text queries answered from the embedding cache (`hit`) or by
+    /// the text tower (`miss`), since start (per model: indices of one model share its cache and counts).
+    pub text_cache: IntGaugeVec,
     /// `clip_retrieval_shard_request_duration_seconds{index, shard, call}`: a front's calls to its shards (`knn`,
     /// `metadata`, `readyz`).
     pub shard_seconds: HistogramVec,
@@ -102,6 +105,14 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let text_cache = IntGaugeVec::new(
+            Opts::new(
+                "clip_retrieval_text_cache",
+                "Text queries answered from the embedding cache (hit) or the model (miss)",
+            ),
+            &["index", "outcome"],
+        )
+        .expect("valid metric");
         let encoder_panics = IntGaugeVec::new(
             Opts::new("clip_retrieval_encoder_panics", "Panics caught in an encoder worker (each failed its batch)"),
             &["index", "tower"],
@@ -149,6 +160,7 @@ impl Metrics {
             Box::new(ready.clone()),
             Box::new(reloads.clone()),
             Box::new(encoder_panics.clone()),
+            Box::new(text_cache.clone()),
             Box::new(shard_seconds.clone()),
             Box::new(shard_requests.clone()),
             Box::new(partial_answers.clone()),
@@ -169,6 +181,7 @@ impl Metrics {
             ready,
             reloads,
             encoder_panics,
+            text_cache,
             shard_seconds,
             shard_requests,
             partial_answers,

@@ -195,3 +195,44 @@ async fn reload_serves_the_folder_again_and_waits_for_the_first_load() {
     let (_, metrics) = call(&app, "GET", "/metrics", "").await;
     assert!(metrics.as_str().unwrap().contains(r#"clip_retrieval_reloads_total{outcome="reloaded"} 1"#));
 }
+
+/// An index whose model runs at int8 (`"precision": "int8"`), in an engine of its own so that the text cache's
+/// counts are this test's alone: a repeated query is a hit, answered with the same results, and int8 answers as
+/// fp32 does on this data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_int8_index_answers_like_fp32_and_repeated_texts_come_from_the_cache() {
+    let entry = json!({"int8demo": {
+        "indice_folder": index_folder().display().to_string(),
+        "clip_model": shipped_model().display().to_string(),
+        "precision": "int8",
+    }});
+    let indices = clip_search::parse_indices_paths(&entry.to_string(), &IndexOptions::default()).unwrap();
+    assert_eq!(indices[0].1.precision, clip_model::TowerPrecisions::both(clip_model::Precision::Int8));
+    let engine = SearchEngine::load(&Storage::from_env(), &indices, EngineOptions::default()).unwrap();
+    let state = Arc::new(AppState::new(HttpOptions::default()));
+    state.set_engine(Arc::new(engine));
+    let int8 = router(state);
+    let fp32 = app(HttpOptions::default(), true);
+    let ids = |v: &Value| -> Vec<i64> { v.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect() };
+    let query =
+        |index: &str| format!(r#"{{"text": "a large blue square", "num_images": 5, "indice_name": "{index}"}}"#);
+    let (status, first) = call(&int8, "POST", "/knn-service", &query("int8demo")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (_, again) = call(&int8, "POST", "/knn-service", &query("int8demo")).await;
+    assert_eq!(ids(&first), ids(&again));
+    let (_, reference) = call(&fp32, "POST", "/knn-service", &query("demo")).await;
+    let shared = ids(&first).iter().filter(|i| ids(&reference).contains(i)).count();
+    assert!(shared >= 4, "int8 top-5 {:?} vs fp32 {:?}", ids(&first), ids(&reference));
+    let (_, metrics) = call(&int8, "GET", "/metrics", "").await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains(r#"clip_retrieval_text_cache{index="int8demo",outcome="hit"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"clip_retrieval_text_cache{index="int8demo",outcome="miss"} 1"#), "{metrics}");
+}
+
+#[test]
+fn an_unknown_precision_in_the_indices_file_is_refused_by_name() {
+    let err =
+        clip_search::parse_indices_paths(r#"{"x": {"indice_folder": "i", "precision": "int4"}}"#, &Default::default())
+            .unwrap_err();
+    assert!(err.contains(r#"index "x", key "precision""#) && err.contains("int4"), "{err}");
+}
