@@ -100,7 +100,7 @@ fn embed(storage: &Storage, a: &EvaluateArgs, precisions: TowerPrecisions, folde
         wds_number_file_per_input_file: 10_000,
         partition_ids: None,
         dtype: NpyDtype::F32,
-        max_sample_bytes: clip_cli::InferenceArgs::new("-", "-").max_sample_bytes.bytes(),
+        max_sample_bytes: clip_data::DEFAULT_MAX_SAMPLE_BYTES,
         overwrite: true,
     };
     let (plan, count) = clip_inference::plan(storage, &opts)?;
