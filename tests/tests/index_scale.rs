@@ -5,7 +5,7 @@
 
 use clip_index::{LoadedIndex, Modality};
 use clip_retrieval_tests::{
-    build_index, cli, clustered_embeddings, python, recall_at_10, run, write_embeddings_folder, BackServer,
+    build_index, cli, clustered_embeddings, copy_dir, python, recall_at_10, run, write_embeddings_folder, BackServer,
 };
 use serde_json::{json, Value};
 
@@ -340,18 +340,6 @@ fn append_adds_new_partitions_as_a_build_from_the_same_training_would() {
 
 fn readyz(server: &BackServer) -> Value {
     reqwest::blocking::get(format!("{}/readyz", server.url())).unwrap().json().unwrap()
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// `index --plan` from costs this machine just measured predicts a real build of another size: the same structure,

@@ -2,7 +2,7 @@
 //! shipped int8 towers with their measured margins, fails on a quantization whose scales are shuffled, and a folder
 //! without int8 files is refused by name before any sample is read.
 
-use clip_retrieval_tests::{cli, inference_command, python, run, sample_dataset, shipped_model};
+use clip_retrieval_tests::{cli, copy_dir, inference_command, python, run, sample_dataset, shipped_model};
 use std::path::Path;
 
 fn evaluate(data: &Path, model: &Path, out: &Path) -> std::process::Output {
@@ -101,25 +101,4 @@ fn int8_inference_names_its_towers_in_stats_and_a_folder_without_them_is_refused
     assert!(!refused.status.success());
     assert!(stderr.contains("visual/model.int8.onnx is missing") && stderr.contains("quantize.py"), "{stderr}");
     assert!(!dir.path().join("emb2/img_emb").exists(), "nothing was written");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in walk(from) {
-        let target = to.join(entry.strip_prefix(from).unwrap());
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(&entry, target).unwrap();
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -1,18 +1,7 @@
 //! s3:// input, output and model against a real S3 server (s3s-fs with SigV4) on 127.0.0.1, and pruning of an
 //! index root's old generations there.
 
-use clip_retrieval_tests::{cli, python_summary, run, shipped_model, S3Server};
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
+use clip_retrieval_tests::{cli, copy_dir, python_summary, run, shipped_model, S3Server};
 
 #[test]
 fn inference_reads_and_writes_s3_and_loads_the_model_from_s3() {
