@@ -15,7 +15,7 @@ pub mod k8s {
 }
 
 /// The CLI's value types, shared so that a spec value is exactly a flag value.
-pub use clip_cli::{EmbeddingDtype, InputFormat, Metric, Modality as IndexModality};
+pub use clip_cli::{EmbeddingDtype, InputFormat, Metric, Modality as IndexModality, Precision};
 
 /// API group of every resource.
 pub const GROUP: &str = "clip-retrieval.io";
@@ -223,6 +223,16 @@ pub struct EmbeddingJobSpec {
     /// Element type of the embedding files: `float16` (clip-retrieval's, the default) or `float32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_dtype: Option<EmbeddingDtype>,
+    /// Precision of both towers (`--precision`: `fp32`, the default, or `int8`: the model folder's
+    /// `model.int8.onnx` files; check them with `clip-retrieval evaluate` first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// The image tower's precision, overriding `precision` (`--image_precision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_precision: Option<Precision>,
+    /// The text tower's precision, overriding `precision` (`--text_precision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_precision: Option<Precision>,
     /// Compute image embeddings (`--enable_image`, default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_image: Option<bool>,
@@ -475,6 +485,11 @@ pub struct IndexSource {
     /// Required when the build does not merge.
     #[serde(default)]
     pub sharded: bool,
+    /// Precision the index's model runs at for queries (`"precision"` in `indices_paths.json`): `fp32`, the
+    /// default, or `int8` (the model folder's `model.int8.onnx` towers; check them with `clip-retrieval evaluate`).
+    /// For a sharded index it applies to the front, which encodes the queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
 }
 
 /// Horizontal autoscaling of the query servers.

@@ -268,6 +268,12 @@ pub fn inference_args(spec: &EmbeddingJobSpec, partition: Option<u32>) -> Result
         args.embedding_dtype = dtype;
     }
     pin_if(&mut pins, spec.embedding_dtype.is_some(), "embedding_dtype");
+    if let Some(p) = spec.precision {
+        args.model.precision = p;
+    }
+    pin_if(&mut pins, spec.precision.is_some(), "precision");
+    args.model.image_precision = spec.image_precision;
+    args.model.text_precision = spec.text_precision;
     if let Some(on) = spec.enable_image {
         args.enable_image = on;
     }

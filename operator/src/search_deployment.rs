@@ -342,7 +342,7 @@ pub fn config_map(
     let paths: serde_json::Map<String, serde_json::Value> = indices
         .iter()
         .map(|(n, (folder, version))| {
-            let entry = match shards.get(n) {
+            let mut entry = match shards.get(n) {
                 Some(parts) => serde_json::json!({
                     "shards": crate::shard_children::urls(sd, n, version, parts.len()),
                     "allow_partial_results": sd.spec.allow_partial_results,
@@ -350,6 +350,12 @@ pub fn config_map(
                 None if from_build(sd, n) => built_folder_entry(folder),
                 None => serde_json::Value::from(folder.clone()),
             };
+            if let Some(precision) = sd.spec.indices.get(n).and_then(|s| s.precision) {
+                if let serde_json::Value::String(folder) = entry {
+                    entry = serde_json::json!({"indice_folder": folder});
+                }
+                entry["precision"] = serde_json::to_value(precision).unwrap_or_default();
+            }
             (n.clone(), entry)
         })
         .collect();

@@ -56,7 +56,7 @@ fn embedding_job_specs() -> Vec<Value> {
         // Typed options and extraArgs.
         json!({"input": "s3://w/{0..3}.tar", "inputFormat": "webdataset", "output": "o", "partitions": 2, "image": "i",
                "wdsImageKey": "webp", "wdsCaptionKey": "json", "embeddingDtype": "float32", "enableText": false,
-               "enableImage": true, "extraArgs": ["--num-prepro-workers=8", "--max_sample_bytes", "32M"]}),
+               "enableImage": true, "precision": "int8", "textPrecision": "fp32", "extraArgs": ["--num-prepro-workers=8", "--max_sample_bytes", "32M"]}),
     ]
 }
 
@@ -80,6 +80,8 @@ fn every_inference_pod_parses_to_its_spec() {
             assert_eq!(a.wds_image_key, spec.wds_image_key.as_deref().unwrap_or("jpg"));
             assert_eq!(a.wds_caption_key, spec.wds_caption_key.as_deref().unwrap_or("txt"));
             assert_eq!(a.embedding_dtype, spec.embedding_dtype.unwrap_or_default());
+            assert_eq!(a.model.precision, spec.precision.unwrap_or_default());
+            assert_eq!((a.model.image_precision, a.model.text_precision), (spec.image_precision, spec.text_precision));
             assert_eq!(
                 (a.enable_image, a.enable_text),
                 (spec.enable_image.unwrap_or(true), spec.enable_text.unwrap_or(true))
@@ -185,7 +187,7 @@ fn the_prune_pod_parses_to_the_retained_generations() {
 
 #[test]
 fn every_shard_pod_parses_and_the_front_lists_the_shards() {
-    let spec = json!({"indices": {"laion": {"indexBuild": "idx", "sharded": true}}, "image": "i", "port": 8080,
+    let spec = json!({"indices": {"laion": {"indexBuild": "idx", "sharded": true, "precision": "int8"}}, "image": "i", "port": 8080,
                       "model": "s3://models/tiny-clip", "allowPartialResults": true});
     let sd: SearchDeployment = resource("SearchDeployment", spec);
     let (config, deployment, _) = shard_children::shard_objects(&sd, "laion", "idx@t", 2, "s3://d/i-parts/2").unwrap();
@@ -198,6 +200,30 @@ fn every_shard_pod_parses_and_the_front_lists_the_shards() {
     let paths: Value = serde_json::from_str(&front.data.unwrap()["indices_paths.json"]).unwrap();
     assert_eq!(paths["laion"]["shards"], json!(shard_children::urls(&sd, "laion", "idx@t", 2)));
     assert_eq!(paths["laion"]["allow_partial_results"], true);
+    assert_eq!(paths["laion"]["precision"], "int8", "the front encodes the queries at the index's precision");
+}
+
+#[test]
+fn an_index_precision_reaches_indices_paths_and_an_unset_one_keeps_the_plain_entry() {
+    let spec = json!({"indices": {"q": {"uri": "s3://q", "precision": "int8"}, "b": {"indexBuild": "idx",
+                      "precision": "fp32"}, "p": {"uri": "s3://p"}}, "image": "i"});
+    let sd: SearchDeployment = resource("SearchDeployment", spec);
+    let indices = BTreeMap::from(
+        [("q", "s3://q"), ("b", "s3://d/idx/1"), ("p", "s3://p")]
+            .map(|(n, f)| (n.to_string(), (f.to_string(), "v".into()))),
+    );
+    let config = search_deployment::config_map(&sd, &indices, &BTreeMap::new()).unwrap();
+    let paths: Value = serde_json::from_str(&config.data.unwrap()["indices_paths.json"]).unwrap();
+    assert_eq!(paths["q"], json!({"indice_folder": "s3://q", "precision": "int8"}));
+    assert_eq!(
+        paths["b"],
+        json!({"indice_folder": "s3://d/idx/1", "require_completion_marker": true, "precision": "fp32"})
+    );
+    assert_eq!(paths["p"], "s3://p");
+    let refused = serde_json::from_value::<SearchDeployment>(json!({"apiVersion": "clip-retrieval.io/v1alpha1",
+        "kind": "SearchDeployment", "metadata": {"name": "r"},
+        "spec": {"indices": {"q": {"uri": "s3://q", "precision": "int4"}}, "image": "i"}}));
+    assert!(refused.unwrap_err().to_string().contains("int4"), "an unknown precision is not accepted");
 }
 
 #[test]

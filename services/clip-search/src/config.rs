@@ -181,7 +181,8 @@ fn apply_key(o: &mut IndexOptions, key: &str, v: Value) -> std::result::Result<(
             return Err(format!(
                 "unknown option (known: indice_folder, clip_model, enable_faiss_memory_mapping, columns_to_return, \
                  provide_safety_model, provide_violence_detector, provide_aesthetic_embeddings, safety_model, \
-                 violence_detector, aesthetic_embeddings, image_roots, shards, allow_partial_results, {})",
+                 violence_detector, aesthetic_embeddings, image_roots, shards, allow_partial_results, \
+                 require_completion_marker, precision, {})",
                 IGNORED_KEYS.join(", ")
             ))
         }
