@@ -11,10 +11,13 @@ use serde::Serialize;
 #[derive(Debug, Args, Serialize, Clone, PartialEq)]
 #[command(rename_all = "snake_case")]
 pub struct ModelArgs {
-    /// Model folder in the immich/OpenCLIP ONNX layout: a path or s3:// URI. Default: the shipped models/tiny-clip.
+    /// Model folder in the immich/OpenCLIP ONNX layout: a path or s3:// URI, or a name as clip-retrieval takes it
+    /// (ViT-B/32, open_clip:MODEL/TAG, hf_clip:ORG/NAME) found in the model cache under immich's folder name
+    /// (ViT-B-32__openai). Default: the shipped models/tiny-clip.
     #[arg(long)]
     pub clip_model: Option<String>,
-    /// Where s3:// models are copied to (default ~/.cache/clip-retrieval/models).
+    /// The model cache: where s3:// models are copied to and named models are looked up (default
+    /// ~/.cache/clip-retrieval/models); an s3:// root is searched for named models, copied to the default cache.
     #[arg(long)]
     pub clip_cache_path: Option<String>,
     /// Execution provider: cpu, cuda or cuda:N (CUDA needs the onnxruntime-gpu library in ORT_DYLIB_PATH).
