@@ -2,8 +2,11 @@
 
 For each server in turn: start it, wait until it answers, then for each query kind (embedding_input, text, image)
 and concurrency (1, 32) run wrk for DURATION seconds with bodies as ClipClient sends them (num_images 40, dedup on),
-rotating through several queries; record QPS, p50/p99, errors and the server's peak RSS. Prints a table and writes
-results JSON. Usage (from back_bench.sh): python back_bench.py WORK OUR_BIN PY_BACK_PY DURATION
+rotating through several queries; record QPS, p50/p99, errors and the server's peak RSS. Ours runs three times: its
+model at fp32 and at int8 with the text-embedding cache off (so that text queries measure the text tower), then at
+fp32 with the cache at its default size (text queries only: a stream of 24 repeating captions). Prints a table, one
+RESULT line per query kind, concurrency and configuration, and writes results JSON.
+Usage (from back_bench.sh): python back_bench.py WORK OUR_BIN PY_BACK_PY DURATION
 """
 import base64, glob, json, os, re, signal, subprocess, sys, time, urllib.request
 
@@ -108,13 +111,13 @@ def wait_ready(port, proc, timeout=300):
     raise SystemExit("server not ready")
 
 
-def run_server(name, cmd, port):
+def run_server(name, cmd, port, kinds=KINDS):
     log = open(f"{work}/{name}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
     try:
         wait_ready(port, proc)
         results = {}
-        for kind in KINDS:
+        for kind in kinds:
             body_file = bodies(kind)
             wrk(port, body_file, 1)  # warm-up, short: the first requests allocate and load lazily
             for c in CONCURRENCY:
@@ -123,9 +126,9 @@ def run_server(name, cmd, port):
                 print(f"{name:7s} {kind:9s} c{c:<3d} {r['qps']:8.1f} QPS  p50 {r['p50_ms']:8.1f} ms  p99 {r['p99_ms']:8.1f} ms"
                       f"  errors {r['errors']}", flush=True)
         results["peak_rss_mb"] = tree_peak_rss_mb(proc.pid)
-        if name == "ours":
+        if name.startswith("ours"):
             results["stage_mean_ms"] = stage_means(port)
-            print("ours    mean ms per stage over all runs:", results["stage_mean_ms"], flush=True)
+            print(f"{name:7s} mean ms per stage over all runs:", results["stage_mean_ms"], flush=True)
         return results
     finally:
         if proc.poll() is None:
@@ -133,8 +136,17 @@ def run_server(name, cmd, port):
             proc.wait(timeout=30)
 
 
-ours = run_server("ours", [our_bin, "back", "--indices_paths", f"{work}/indices_ours.json", "--port", "18761",
-                           "--host", "127.0.0.1", "--clip_model", f"{work}/vit-b-32"], 18761)
+def ours_cmd(indices, cache):
+    return [our_bin, "back", "--indices_paths", f"{work}/{indices}", "--port", "18761", "--host", "127.0.0.1",
+            "--clip_model", f"{work}/vit-b-32", "--text_cache_size", str(cache)]
+
+
+runs = {
+    "ours": run_server("ours", ours_cmd("indices_ours.json", 0), 18761),
+    "ours-int8": run_server("ours-int8", ours_cmd("indices_ours_int8.json", 0), 18761),
+    "ours-cache": run_server("ours-cache", ours_cmd("indices_ours.json", 10000), 18761, kinds=["text"]),
+}
+ours = runs["ours"]
 python = run_server("python", [py_python, f"{here}/py_clip_back.py", f"{work}/indices_python.json", "18762"], 18762)
 print()
 print("| query | conc. | ours QPS | python QPS | QPS ratio | ours p50 / p99 ms | python p50 / p99 ms | p99 ratio |")
@@ -144,5 +156,19 @@ for kind in KINDS:
         o, p = ours[f"{kind}/c{c}"], python[f"{kind}/c{c}"]
         print(f"| {kind} | {c} | {o['qps']:.1f} | {p['qps']:.1f} | {o['qps'] / p['qps']:.1f}x | {o['p50_ms']:.1f} / "
               f"{o['p99_ms']:.1f} | {p['p50_ms']:.1f} / {p['p99_ms']:.1f} | {o['p99_ms'] / p['p99_ms']:.3f} |")
-print(f"\npeak RSS: ours {ours['peak_rss_mb']:.0f} MB, python {python['peak_rss_mb']:.0f} MB")
-json.dump({"ours": ours, "python": python}, open(f"{work}/back_bench.json", "w"), indent=1)
+print(f"\npeak RSS: " + ", ".join(f"{n} {r['peak_rss_mb']:.0f} MB" for n, r in runs.items())
+      + f", python {python['peak_rss_mb']:.0f} MB")
+# The configuration of each of our runs: (precision, text cache).
+configs = {"ours": ("fp32", "off"), "ours-int8": ("int8", "off"), "ours-cache": ("fp32", "on")}
+for kind in KINDS:
+    for c in CONCURRENCY:
+        p = python[f"{kind}/c{c}"]
+        for name, r in runs.items():
+            if f"{kind}/c{c}" not in r or (kind == "embedding" and name != "ours"):
+                continue  # an embedding query runs no model: one configuration says it
+            o = r[f"{kind}/c{c}"]
+            precision, cache = configs[name]
+            print(f"RESULT query={kind} concurrency={c} precision={precision} text_cache={cache} "
+                  f"ours={o['qps']:.1f}/s python={p['qps']:.1f}/s ratio={o['qps'] / p['qps']:.2f}x "
+                  f"ours_p99={o['p99_ms']:.1f}ms python_p99={p['p99_ms']:.1f}ms errors={o['errors']}+{p['errors']}")
+json.dump({**runs, "python": python}, open(f"{work}/back_bench.json", "w"), indent=1)

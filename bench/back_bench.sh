@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side load test of the knn service: our `clip-retrieval back` vs Python clip-retrieval's back (Flask), the
 # same index (N x 512 clustered embeddings, built once by our `index` under a 128M budget: IVF + compressed codes),
-# the same ViT-B/32-shaped model with random weights, wrk (apt) as the load generator.
+# the same ViT-B/32-shaped model with random weights (ours at fp32 and int8), wrk (apt) as the load generator.
 #   bash bench/back_bench.sh [N=200000] [DURATION_S=20]
 # Installs wrk and .cache/bench-venv (clip-retrieval with torch and open_clip; several GB, once).
 set -euo pipefail
@@ -17,8 +17,11 @@ fi
 cargo build --release -q -p clip-retrieval
 BIN="$CARGO_TARGET_DIR/release/clip-retrieval"
 mkdir -p "$WORK"
-[ -f "$WORK/vit-b-32/textual/model.onnx" ] || "$VENV/bin/python" models/scripts/export_openclip.py --model ViT-B-32 \
-  --out "$WORK/vit-b-32" --tokenizer models/tiny-clip/textual/tokenizer.json
+# The inference bench's export when it has one (the same seed-0 weights), else a new one; then its int8 towers.
+[ -f "$WORK/vit-b-32/textual/model.onnx" ] || { [ -f "$ROOT/.cache/bench/vit-b-32/textual/model.int8.onnx" ] &&
+  cp -r "$ROOT/.cache/bench/vit-b-32" "$WORK/vit-b-32"; } || "$VENV/bin/python" models/scripts/export_openclip.py \
+  --model ViT-B-32 --out "$WORK/vit-b-32" --tokenizer models/tiny-clip/textual/tokenizer.json
+[ -f "$WORK/vit-b-32/textual/model.int8.onnx" ] || "$VENV/bin/python" models/scripts/quantize.py "$WORK/vit-b-32"
 if [ ! -f "$WORK/index-$N/image.index" ]; then
   rm -rf "$WORK/emb" "$WORK/index-$N"
   "$PY" bench/make_clustered_embeddings.py "$WORK/emb" "$N" 512
@@ -44,6 +47,8 @@ fi
 mkdir -p "$WORK/images"
 [ -n "$(ls "$WORK/images" 2>/dev/null)" ] || { "$BIN" sample-dataset --output_folder "$WORK/sample" --count 8 --seed 5 && cp "$WORK"/sample/*.jpg "$WORK/images/"; }
 echo "{\"bench\": {\"indice_folder\": \"$WORK/index-$N\", \"columns_to_return\": [\"url\", \"caption\"]}}" > "$WORK/indices_ours.json"
+echo "{\"bench\": {\"indice_folder\": \"$WORK/index-$N\", \"columns_to_return\": [\"url\", \"caption\"], \"precision\": \"int8\"}}" \
+  > "$WORK/indices_ours_int8.json"
 echo "{\"bench\": \"$WORK/index-$N\"}" > "$WORK/indices_python.json"
 echo "index: $(python3 -c "import json; r = json.load(open('$WORK/index-$N/image.json')); print(r['index_key'], r['index_param'], r['count'], 'vectors')")"
 "$PY" bench/back_bench.py "$WORK" "$BIN" "$VENV/bin/python" "$DURATION"

@@ -14,6 +14,7 @@
 # Idempotent: a second run takes seconds.
 #
 # `scripts/setup.sh --build-only` installs only what building the binaries needs (the container images use it);
+# `--demo` that plus the web UI's npm packages (scripts/demo.sh);
 # ORT_PACKAGE=onnxruntime-gpu takes the CUDA build of the ONNX Runtime library instead (the CUDA image).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -99,6 +100,18 @@ install_front() {
   fi
 }
 
+if [ "${1:-}" = "--demo" ]; then
+  # The demo's needs only: building the binary, ONNX Runtime, and the UI's npm packages (no venv, S3 server,
+  # Chromium or control plane, which only the tests use).
+  log "Debian build packages (pkg-config, cmake, OpenBLAS for faiss)"
+  apt_install pkg-config python3-pip cmake libopenblas-dev
+  log "ONNX Runtime $ORT_VERSION (the PyPI wheel's library)"
+  install_ort
+  log "the web UI's npm packages"
+  install_front
+  log "done (demo)"
+  exit 0
+fi
 if [ "${1:-}" = "--build-only" ]; then
   apt_install pkg-config python3-pip cmake libopenblas-dev
   install_ort
