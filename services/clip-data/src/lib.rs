@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod model_source;
 pub mod npy;
 pub mod storage;
+pub mod url_list;
 
 pub use dataset::{
     DatasetPlan, InputFormat, InputUnit, RawSample, ReadEvent, ReadOptions, SkippedInput, DEFAULT_MAX_SAMPLE_BYTES,
