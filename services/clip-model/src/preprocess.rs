@@ -56,6 +56,34 @@ impl ImageLimits {
 /// Decodes encoded image bytes to upright RGB8, as `ImageOps.exif_transpose(Image.open(b)).convert("RGB")`,
 /// refusing images over `limits` from their header.
 pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
+    packed(to_rgb8_like_pil(decode_upright(bytes, limits)?))
+}
+
+/// As [`decode_rgb`], with transparency composited over white instead of dropped (img2dataset's alpha matting:
+/// `alpha / 255 * rgb + 255 - alpha`, rounded half to even as numpy's `rint`), for images stored to be looked at rather than embedded.
+pub fn decode_rgb_over_white(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
+    let img = decode_upright(bytes, limits)?;
+    if !img.color().has_alpha() {
+        return packed(to_rgb8_like_pil(img));
+    }
+    let rgba = img.to_rgba8();
+    let (w, h) = rgba.dimensions();
+    let over_white = |c: u8, a: u8| round_half_even(a as f64 / 255.0 * c as f64 + 255.0 - a as f64).clamp(0, 255) as u8;
+    let raw: Vec<u8> =
+        rgba.into_raw().chunks_exact(4).flat_map(|p| [0, 1, 2].map(|i| over_white(p[i], p[3]))).collect();
+    packed(image::RgbImage::from_raw(w, h, raw).expect("same dimensions"))
+}
+
+fn packed(rgb: image::RgbImage) -> Result<RgbImage> {
+    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+    if width == 0 || height == 0 {
+        return Err(ModelError::Decode("image has zero width or height".into()));
+    }
+    Ok(RgbImage { width, height, pixels: rgb.into_raw() })
+}
+
+/// Decodes under `limits` (refusing from the header what is over them) and applies the EXIF orientation.
+fn decode_upright(bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage> {
     let mut reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ModelError::Decode(e.to_string()))?;
     if reader.format().is_none() {
@@ -72,12 +100,7 @@ pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| ModelError::Decode(e.to_string()))?;
     img.apply_orientation(orientation);
-    let rgb = to_rgb8_like_pil(img);
-    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-    if width == 0 || height == 0 {
-        return Err(ModelError::Decode("image has zero width or height".into()));
-    }
-    Ok(RgbImage { width, height, pixels: rgb.into_raw() })
+    Ok(img)
 }
 
 /// PIL takes the high byte of 16-bit samples where `image` rounds; keep PIL's choice for parity.
