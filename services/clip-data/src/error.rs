@@ -66,5 +66,21 @@ impl DataError {
     }
 }
 
+/// An error and its causes on one line, each cause once (HTTP clients' own messages are only the outermost one:
+/// "error sending request" without the "connection refused" under it).
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// Result alias of this crate.
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

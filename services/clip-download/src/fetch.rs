@@ -3,6 +3,7 @@
 //! network errors, 5xx, 429), and every failure reduced to the reason it is counted under in the shard's stats.
 //! URL lists are the user's own input, so unlike `back`'s `image_url` fetching no address is refused.
 
+use clip_data::error::one_line;
 use std::time::Duration;
 
 /// Limits of one fetch.
@@ -113,7 +114,7 @@ impl Fetcher {
             if e.is_timeout() {
                 FetchError::Timeout(self.options.timeout)
             } else {
-                FetchError::Network(chain(&e))
+                FetchError::Network(one_line(&e))
             }
         };
         let mut response = self.client.get(url).send().await.map_err(kind)?;
@@ -133,21 +134,6 @@ impl Fetcher {
         }
         Ok(body)
     }
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! private or link-local addresses (checked after DNS resolution and on every redirect) unless explicitly allowed.
 
 use crate::error::{Result, SearchError};
+use clip_data::error::one_line;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -66,7 +67,7 @@ impl ImageFetcher {
         let bad = |message: String| SearchError::bad("image_url", message);
         let parsed = reqwest::Url::parse(url).map_err(|e| bad(format!("{url:?} is not a URL: {e}")))?;
         check_url(&parsed, self.rules.allow_private).map_err(|e| bad(format!("{url}: {e}")))?;
-        let mut response = self.client.get(parsed).send().await.map_err(|e| bad(format!("{url}: {}", chain(&e))))?;
+        let mut response = self.client.get(parsed).send().await.map_err(|e| bad(format!("{url}: {}", one_line(&e))))?;
         if !response.status().is_success() {
             return Err(bad(format!("{url}: the server answered {}", response.status())));
         }
@@ -84,7 +85,7 @@ impl ImageFetcher {
             return Err(bad(format!("{url}: larger than the {max}-byte limit")));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| bad(format!("{url}: {}", chain(&e))))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| bad(format!("{url}: {}", one_line(&e))))? {
             if body.len() + chunk.len() > max {
                 return Err(bad(format!("{url}: larger than the {max}-byte limit")));
             }
@@ -171,21 +172,6 @@ impl Resolve for GuardedResolver {
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
-}
-
-/// An error and its causes on one line (reqwest's own message is only the outermost one).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
