@@ -37,14 +37,15 @@ pub fn resolve(storage: &Storage, clip_model: Option<&str>, cache: Option<&str>)
         });
     };
     let folder = Location::parse(spec);
-    let local_cache = match cache.map(Location::parse) {
-        Some(Location::Local(p)) => p,
-        _ => default_cache(),
+    // A local --clip_cache_path is the cache; an s3:// one is a model root searched for names, copied locally.
+    let (local_cache, remote_root) = match cache.map(Location::parse) {
+        Some(Location::Local(p)) => (p, None),
+        remote => (default_cache(), remote),
     };
     if let Location::Local(p) = &folder {
         if !p.is_dir() {
             return match ModelName::parse(spec).map_err(|e| DataError::Config(format!("--clip_model {spec:?}: {e}")))? {
-                Some(name) => resolve_name(storage, spec, &name, cache, &local_cache),
+                Some(name) => resolve_name(storage, spec, &name, remote_root.as_ref(), &local_cache),
                 None => Err(DataError::Config(format!(
                     "--clip_model {spec:?}: no such folder. Models are folders in the immich/OpenCLIP ONNX layout \
                      (local or s3://), or names as clip-retrieval takes them (ViT-B/32, open_clip:MODEL/TAG, \
@@ -146,11 +147,11 @@ fn resolve_name(
     storage: &Storage,
     spec: &str,
     name: &ModelName,
-    cache: Option<&str>,
+    remote_root: Option<&Location>,
     local_cache: &Path,
 ) -> Result<PathBuf> {
     let mut looked = Vec::new();
-    if let Some(root) = cache.map(Location::parse).filter(|l| !matches!(l, Location::Local(_))) {
+    if let Some(root) = remote_root {
         let remote = root.join(&name.folder);
         looked.push(remote.to_string());
         if !storage.list_or_empty(&remote)?.is_empty() {
